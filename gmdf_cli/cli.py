@@ -1,0 +1,143 @@
+"""The `gmdf` command line. Each command parses, calls one function, and renders (rich on stderr, JSON on stdout)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import EXIT_FAILURE, GMDFError
+from .model import CONFIGS
+
+err = Console(stderr=True, highlight=False)
+
+
+class GMDFGroup(click.Group):
+    """Click group that turns user-caused errors into one line and a non-zero exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GMDFError as exc:
+            err.print(f"[bold red]gmdf: error:[/] {exc}", soft_wrap=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("[bold red]gmdf: interrupted[/]")
+            ctx.exit(130)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(cls=GMDFGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="gmdf")
+def cli() -> None:
+    """gmdf: tell whether the faces in a video or image are deepfakes (GM-DF, ACM MM 2025).
+
+    \b
+    Exit codes: 0 success, 1 something failed (results already computed are kept), 2 usage error.
+    """
+
+
+@cli.command()
+@click.option("--model", "model_name", type=click.Choice(sorted(CONFIGS)), help="Also report this config's parameters.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def info(model_name: str | None, as_json: bool) -> None:
+    """Versions, device, weights cache and a model config's parameter counts."""
+    from .info import system_report
+
+    report = system_report(model_name)
+    if as_json:
+        _emit_json(report)
+        return
+    table = Table(title=f"gmdf {report['version']}", show_header=False)
+    table.add_row("python", report["python"])
+    table.add_row("platform", report["platform"])
+    dev = report["device"]
+    table.add_row("device", f"{dev['type']} ({dev['name']}), {dev['threads']} threads")
+    for dist, ver in report["dependencies"].items():
+        table.add_row(dist, ver or "[red]missing[/]")
+    w = report["weights"]
+    table.add_row("hub cache", w["hub_cache"] + (" (offline)" if w["offline"] else ""))
+    table.add_row("shipped weights", w["shipped_dir"])
+    for name, entry in w["zoo"].items():
+        table.add_row(f"zoo: {name}", ("present " + entry["path"]) if entry["present"] else "not downloaded")
+    if "model" in report:
+        m = report["model"]
+        p = m["parameters"]
+        table.add_row("model", f"{m['name']} ({m['image_size']} px, domains {', '.join(m['domains'])})")
+        table.add_row("parameters total", f"{p['total']:,}")
+        table.add_row("CLIP backbone", f"{p['backbone']:,} (image tower {p['image_backbone']:,})")
+        table.add_row(
+            "GM-DF adds",
+            f"{p['added']:,} = {m['added_fraction_of_backbone']:.2%} of the backbone, "
+            f"{m['added_fraction_of_image_backbone']:.2%} of its image tower",
+        )
+    err.print(table)
+
+
+@cli.group()
+def weights() -> None:
+    """The model zoo: list, download, locate weights."""
+
+
+@weights.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+def weights_list(as_json: bool) -> None:
+    """Known weights, where they come from, and whether they are on this machine."""
+    from .weights import cached_path, zoo
+
+    rows = [
+        {
+            "name": e.name,
+            "config": e.config,
+            "hub": e.hub_location,
+            "sha256": e.sha256,
+            "description": e.description,
+            "path": str(p) if (p := cached_path(e)) else None,
+        }
+        for e in zoo().values()
+    ]
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        err.print("no weights registered (add your own with a JSON file named in $GMDF_ZOO)")
+        return
+    table = Table("name", "config", "hub", "on this machine", "description")
+    for r in rows:
+        table.add_row(r["name"], r["config"], r["hub"], r["path"] or "-", r["description"])
+    err.print(table)
+
+
+@weights.command("download")
+@click.argument("name")
+def weights_download(name: str) -> None:
+    """Download NAME (zoo name or hf-hub:org/repo[/file]) into the Hugging Face cache and verify it."""
+    from .weights import resolve_weights
+
+    resolved = resolve_weights(name)
+    err.print(f"[green]ok[/] {resolved.name}: {resolved.path} (sha256 {resolved.sha256[:16]}...)")
+    click.echo(str(resolved.path))
+
+
+@weights.command("path")
+@click.argument("name")
+def weights_path(name: str) -> None:
+    """Print where NAME lies on this machine (no download); fails if it is not there."""
+    from .weights import resolve_weights
+
+    click.echo(str(resolve_weights(name, download=False).path))
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="gmdf")
+    except BrokenPipeError:
+        sys.exit(EXIT_FAILURE)

@@ -1,0 +1,48 @@
+"""THE model module: configs, the GM-DF nn.Module and its parts, and its losses."""
+
+from .components import (
+    DomainClassPrompts,
+    DomainExperts,
+    DomainNorm,
+    PatchTokenizer,
+    SecondOrderAggregation,
+    TextEncoder,
+    random_patch_mask,
+)
+from .config import CONFIGS, WILDCARD, GMDFConfig, TextConfig, VisionConfig, get_config, scaled_agg_layers
+from .gmdf import GMDF, GMDFBlock, GMDFImageEncoder, GMDFOutput, build_clip, build_model
+from .losses import (
+    classification_loss,
+    domain_alignment_loss,
+    domain_class_contrastive_loss,
+    frechet_distance,
+    mim_loss,
+)
+
+__all__ = [
+    "CONFIGS",
+    "GMDF",
+    "WILDCARD",
+    "DomainClassPrompts",
+    "DomainExperts",
+    "DomainNorm",
+    "GMDFBlock",
+    "GMDFConfig",
+    "GMDFImageEncoder",
+    "GMDFOutput",
+    "PatchTokenizer",
+    "SecondOrderAggregation",
+    "TextConfig",
+    "TextEncoder",
+    "VisionConfig",
+    "build_clip",
+    "build_model",
+    "classification_loss",
+    "domain_alignment_loss",
+    "domain_class_contrastive_loss",
+    "frechet_distance",
+    "get_config",
+    "mim_loss",
+    "random_patch_mask",
+    "scaled_agg_layers",
+]

@@ -1,0 +1,154 @@
+"""Model shapes as small, serialisable configs (the open_clip way: a name -> a config -> one factory)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+WILDCARD = "*"
+"""Name of the wildcard domain e_dom^0 (eq. 9), used for every unknown or unseen domain."""
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """open_clip ``CLIPVisionCfg`` subset that GM-DF supports (a plain pre-norm ViT with a class token)."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    head_width: int = 64
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """open_clip ``CLIPTextCfg`` subset: causal text transformer pooled at the EOT token."""
+
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+
+
+@dataclass(frozen=True)
+class GMDFConfig:
+    """Everything needed to rebuild a GM-DF model; stored in every checkpoint's metadata.
+
+    ``domains`` are the N source domains (one expert and one domain embedding each); index 0 of every
+    domain table is the wildcard domain used for anything not in ``domains``.
+    """
+
+    name: str
+    embed_dim: int = 512
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    quick_gelu: bool = False
+    clip_model: str | None = "ViT-B-16"
+    """open_clip architecture name whose pretrained weights fit this config (None: custom shape)."""
+    clip_pretrained: str | None = "openai"
+    """open_clip pretrained tag that training starts from by default."""
+    domains: tuple[str, ...] = ("ff", "celeb", "dff")
+    expert_dim: int = 32
+    """Bottleneck width r of each per-domain expert (eq. 1)."""
+    expert_attn_dim: int = 16
+    """Query/key width of the attention over experts (eq. 4-5)."""
+    domain_dim: int = 16
+    """Width of the domain embedding c_d that conditions DNorm (eq. 2) and the expert query."""
+    agg_layers: tuple[int, ...] = (7, 8, 9)
+    """0-based blocks whose second-order features are aggregated (eq. 7-8); the paper's layers 8-10."""
+    agg_adapter_dim: int = 32
+    prompt_ctx: int = 4
+    """Learnable tokens per domain embedding e_dom (eq. 9)."""
+    prompt_template: str = "a {dom} {cls} face showing forgery clues."
+    tau_base: float = 0.01
+    """tau_base of eq. 10 (CLIP's own temperature is 0.01)."""
+    mim_ratio: float = 0.2
+    mim_vocab: int = 512
+    mim_tokenizer_dim: int = 16
+    mim_seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if not self.domains:
+            raise ValueError("a GM-DF config needs at least one source domain")
+        if len(set(self.domains)) != len(self.domains) or WILDCARD in self.domains:
+            raise ValueError(f"domain names must be unique and not {WILDCARD!r}: {self.domains}")
+        bad = [i for i in self.agg_layers if not 0 < i < self.vision.layers]
+        if bad:
+            raise ValueError(f"agg_layers {bad} outside 1..{self.vision.layers - 1}")
+        if self.vision.image_size % self.vision.patch_size:
+            raise ValueError("image_size must be a multiple of patch_size")
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.domains)
+
+    @property
+    def grid(self) -> int:
+        return self.vision.image_size // self.vision.patch_size
+
+    def replace(self, **changes: Any) -> GMDFConfig:
+        return dataclasses.replace(self, **changes)
+
+    def with_domains(self, domains: tuple[str, ...] | list[str]) -> GMDFConfig:
+        return self.replace(domains=tuple(domains))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GMDFConfig:
+        raw = json.loads(text)
+        raw["vision"] = VisionConfig(**raw["vision"])
+        raw["text"] = TextConfig(**raw["text"])
+        for key in ("domains", "agg_layers"):
+            raw[key] = tuple(raw[key])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)} (checkpoint from a newer gmdf?)")
+        return cls(**raw)
+
+
+def scaled_agg_layers(depth: int) -> tuple[int, ...]:
+    """Map the paper's layers 8-10 of 12 (1-based) onto a ``depth``-block tower, 0-based and distinct."""
+    picked = sorted({min(depth - 1, max(1, math.ceil(k * depth / 12) - 1)) for k in (8, 9, 10)})
+    return tuple(picked)
+
+
+def _tiny() -> GMDFConfig:
+    depth = 4
+    return GMDFConfig(
+        name="vit-tiny",
+        embed_dim=64,
+        vision=VisionConfig(image_size=64, patch_size=8, width=64, layers=depth, head_width=16),
+        text=TextConfig(context_length=32, width=64, heads=4, layers=2),
+        clip_model=None,
+        clip_pretrained=None,
+        expert_dim=8,
+        expert_attn_dim=8,
+        domain_dim=8,
+        agg_layers=scaled_agg_layers(depth),
+        agg_adapter_dim=16,
+        prompt_ctx=2,
+        mim_vocab=64,
+        mim_tokenizer_dim=8,
+    )
+
+
+CONFIGS: dict[str, GMDFConfig] = {
+    "vit-b-16": GMDFConfig(name="vit-b-16", quick_gelu=True),
+    "vit-tiny": _tiny(),
+}
+"""Registry of named model shapes. ``vit-b-16`` is the paper's; ``vit-tiny`` is for tests and CPU runs."""
+
+
+def get_config(name: str) -> GMDFConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise KeyError(f"unknown model config {name!r}; known: {', '.join(sorted(CONFIGS))}") from None

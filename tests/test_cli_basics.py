@@ -1,0 +1,61 @@
+"""The CLI surface of the foundation: help, version, info, weights listing, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gmdf_cli import __version__
+
+from .conftest import run_gmdf
+
+
+def test_help_and_version() -> None:
+    helped = run_gmdf("--help")
+    assert helped.returncode == 0 and "Exit codes" in helped.stdout
+    for command in ("info", "weights"):
+        assert command in helped.stdout
+    version = run_gmdf("--version")
+    assert version.returncode == 0 and __version__ in version.stdout
+
+
+def test_info_json_reports_the_parameter_budget() -> None:
+    out = run_gmdf("info", "--model", "vit-b-16", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    params = report["model"]["parameters"]
+    assert params["total"] == params["backbone"] + params["added"]
+    assert report["model"]["added_fraction_of_backbone"] <= 0.05
+    assert report["dependencies"]["torch"] and report["device"]["threads"] >= 1
+    assert "hub_cache" in report["weights"]
+
+
+def test_info_human_table_goes_to_stderr() -> None:
+    out = run_gmdf("info", "--model", "vit-tiny")
+    assert out.returncode == 0 and out.stdout == ""
+    assert "GM-DF adds" in out.stderr
+
+
+def test_weights_list_with_a_user_zoo(tmp_path: Path) -> None:
+    zoo = tmp_path / "zoo.json"
+    zoo.write_text(
+        json.dumps(
+            {"lab-model": {"repo_id": "lab/m", "sha256": "ab", "config": "vit-b-16", "description": "our lab's"}}
+        )
+    )
+    out = run_gmdf("weights", "list", "--json", env={"GMDF_ZOO": str(zoo), "HF_HOME": str(tmp_path / "hf")})
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert rows[0]["name"] == "lab-model" and rows[0]["path"] is None
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    out = run_gmdf("weights", "path", "no-such-model")
+    assert out.returncode == 1
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    broken_zoo = tmp_path / "zoo.json"
+    broken_zoo.write_text("{not json")
+    out = run_gmdf("weights", "list", env={"GMDF_ZOO": str(broken_zoo)})
+    assert out.returncode == 1 and "cannot read the zoo file" in out.stderr
+    out = run_gmdf("info", "--model", "nonexistent")
+    assert out.returncode == 2 and "Traceback" not in out.stderr

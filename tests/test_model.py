@@ -1,0 +1,167 @@
+"""The model module: init equivalence with CLIP, component maths, domains, text-feature cache, parameter budget."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from gmdf_cli.model import (
+    CONFIGS,
+    DomainNorm,
+    GMDFConfig,
+    SecondOrderAggregation,
+    build_clip,
+    build_model,
+    get_config,
+    random_patch_mask,
+    scaled_agg_layers,
+)
+
+from .conftest import perturbed
+
+
+@pytest.mark.parametrize("name", ["vit-tiny", "vit-b-16"])
+def test_fresh_gmdf_reproduces_clip_image_features(name: str) -> None:
+    cfg = get_config(name)
+    torch.manual_seed(1)
+    clip = build_clip(cfg)
+    with torch.no_grad():  # non-trivial LayerNorms, so DNorm's reuse of gamma0/beta0 is really tested
+        for m in clip.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.normal_(1.0, 0.2)
+                m.bias.normal_(0.0, 0.2)
+    reference = copy.deepcopy(clip)
+    model = build_model(cfg, clip=clip)
+    images = torch.randn(2, 3, cfg.vision.image_size, cfg.vision.image_size)
+    with torch.no_grad():
+        expected = reference.encode_image(images)
+        for domain in (0, 1, torch.tensor([2, 0])):
+            got = model.encode_image(images, domain, normalize=False)
+            assert (got - expected).abs().max().item() < 1e-5
+
+
+def test_vit_b_16_additions_stay_under_five_percent() -> None:
+    counts = build_model(get_config("vit-b-16")).parameter_counts()
+    assert counts["backbone"] > 140_000_000  # CLIP ViT-B/16 with its text tower
+    assert 0 < counts["added"] <= 0.05 * counts["backbone"]
+    assert counts["added"] <= 0.05 * counts["image_backbone"]
+
+
+def test_perturbed_model_differs_from_clip_and_uses_its_domain(tiny_model) -> None:
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        wildcard = tiny_model.encode_image(images, 0)
+        source = tiny_model.encode_image(images, 1)
+        per_sample = tiny_model.encode_image(images, torch.tensor([1, 1, 1]))
+    assert (wildcard - source).abs().max() > 1e-4
+    torch.testing.assert_close(source, per_sample, atol=1e-5, rtol=0)
+
+
+def test_dnorm_matches_equation_2() -> None:
+    norm = nn.LayerNorm(6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    dn = DomainNorm(norm, domain_dim=3)
+    with torch.no_grad():
+        dn.to_gamma.weight.normal_()
+        dn.to_beta.weight.normal_()
+    x = torch.randn(2, 5, 6)
+    c = torch.randn(2, 3)
+    mu = x.mean(-1, keepdim=True)
+    sigma = (x.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt()
+    gamma = norm.weight + c @ dn.to_gamma.weight.T
+    beta = norm.bias + c @ dn.to_beta.weight.T
+    expected = (x - mu) / sigma * gamma[:, None] + beta[:, None]
+    torch.testing.assert_close(dn(x, c), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dn(x[:1], c[0]), expected[:1], atol=1e-5, rtol=1e-5)  # fused shared-domain path
+
+
+def test_expert_routing_is_a_distribution_over_domains(tiny_model) -> None:
+    experts = tiny_model.visual.blocks[0].experts
+    h = torch.randn(2, 7, 64)
+    experts(h, tiny_model.visual.domain_vector(1), keep_routing=True)
+    routing = experts.last_routing
+    assert routing is not None and routing.shape == (2, 7, len(tiny_model.config.domains))
+    torch.testing.assert_close(routing.sum(-1), torch.ones(2, 7))
+
+
+def test_second_order_term_equals_the_naive_per_token_computation() -> None:
+    torch.manual_seed(0)
+    dim, heads, length = 16, 4, 9
+    attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+    with torch.no_grad():
+        attn.in_proj_bias.normal_()
+    x = torch.randn(2, length, dim)
+    m = torch.randn(2, length, dim)
+    _, weights = attn(x, x, x, need_weights=True, average_attn_weights=False)  # (B, H, L, L)
+    w_v = attn.in_proj_weight[2 * dim :]
+    b_v = attn.in_proj_bias[2 * dim :]
+    values = (m @ w_v.T + b_v).view(2, length, heads, dim // heads)  # W_V m_j per head
+    per_head = torch.einsum("bhj,bjhe->bhe", weights[:, :, 0], values)
+    expected = attn.out_proj(per_head.reshape(2, dim))
+    got = SecondOrderAggregation.second_order(attn, x, m)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_scaled_aggregation_layers() -> None:
+    assert scaled_agg_layers(12) == (7, 8, 9)  # the paper's layers 8-10, 0-based
+    assert CONFIGS["vit-b-16"].agg_layers == (7, 8, 9)
+    small = scaled_agg_layers(4)
+    assert small and all(1 <= i < 4 for i in small)
+
+
+def test_unknown_domains_use_the_wildcard_not_a_source_domain(tiny_model) -> None:
+    assert tiny_model.domain_index("ff") == 1
+    assert tiny_model.domain_index("dff") == 3
+    assert tiny_model.domain_index("dfdc") == 0
+    assert tiny_model.domain_index(None) == 0
+
+
+def test_cached_text_features_equal_live_ones_and_text_tower_can_go(tiny_model) -> None:
+    images = torch.randn(2, 3, 64, 64)
+    live = tiny_model.predict(images)
+    tiny_model.cache_text_features()
+    assert bool(tiny_model.text_cached)
+    tiny_model.drop_text_tower()
+    assert tiny_model.text is None
+    torch.testing.assert_close(tiny_model.predict(images), live)
+    assert ((live > 0) & (live < 1)).all()
+
+
+def test_training_mode_invalidates_the_cache(tiny_model) -> None:
+    tiny_model.cache_text_features()
+    tiny_model.train()
+    assert not bool(tiny_model.text_cached)
+    out = tiny_model.forward_train(torch.randn(2, 3, 64, 64), torch.tensor([1, 0]), random_patch_mask(2, 64, 0.2))
+    assert out.prompt_logits.shape == (2, 4, 2)
+    assert out.token_logits is not None and out.token_logits.shape == (2, 64, 64)
+    out.class_logits.sum().backward()
+    assert tiny_model.prompts.dom_ctx.grad is not None  # prompts learn through the text tower
+
+
+def test_config_json_round_trip_and_validation() -> None:
+    cfg = get_config("vit-tiny").with_domains(["a", "b"])
+    assert GMDFConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError):
+        cfg.with_domains(["a", "a"])
+    with pytest.raises(ValueError):
+        cfg.replace(agg_layers=(9,))
+
+
+def test_patch_mask_hides_exactly_the_ratio() -> None:
+    mask = random_patch_mask(4, 196, 0.2, torch.Generator().manual_seed(0))
+    assert mask.shape == (4, 196)
+    assert (mask.sum(1) == round(0.2 * 196)).all()
+    assert not torch.equal(mask[0], mask[1])
+
+
+def test_perturbed_helper_changes_predictions() -> None:
+    model = build_model(get_config("vit-tiny"))
+    images = torch.randn(2, 3, 64, 64)
+    before = model.predict(images)
+    after = perturbed(model).predict(images)
+    assert (before - after).abs().max() > 1e-4
