@@ -165,3 +165,18 @@ def test_perturbed_helper_changes_predictions() -> None:
     before = model.predict(images)
     after = perturbed(model).predict(images)
     assert (before - after).abs().max() > 1e-4
+
+
+def test_backbone_loads_through_open_clips_pretrained_mechanism(tmp_path) -> None:
+    """Training starts from CLIP weights that open_clip itself resolves (here a local file; `openai` on the net)."""
+    from safetensors.torch import save_file
+
+    cfg = get_config("vit-tiny")
+    torch.manual_seed(5)
+    source = build_clip(cfg)
+    path = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    model = build_model(cfg, pretrained=str(path))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_image(images, normalize=False), source.encode_image(images))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import open_clip
@@ -267,34 +270,52 @@ def _prompt_template(
     return ids, slots[:-1], slots[-1], class_init
 
 
+def _clip_shape(cfg: GMDFConfig) -> dict[str, Any]:
+    v, t = cfg.vision, cfg.text
+    return {
+        "embed_dim": cfg.embed_dim,
+        "quick_gelu": cfg.quick_gelu,
+        "vision_cfg": {
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "width": v.width,
+            "layers": v.layers,
+            "head_width": v.head_width,
+            "mlp_ratio": v.mlp_ratio,
+        },
+        "text_cfg": {
+            "context_length": t.context_length,
+            "vocab_size": t.vocab_size,
+            "width": t.width,
+            "heads": t.heads,
+            "layers": t.layers,
+        },
+    }
+
+
+def _open_clip_name(cfg: GMDFConfig) -> str:
+    """The open_clip architecture name for ``cfg``; custom shapes are registered with open_clip on the fly."""
+    if cfg.clip_model:
+        return cfg.clip_model
+    name = f"gmdf-{cfg.name}"
+    if name not in open_clip.list_models():
+        folder = Path(tempfile.mkdtemp(prefix="gmdf-open-clip-"))
+        (folder / f"{name}.json").write_text(json.dumps(_clip_shape(cfg)))
+        open_clip.add_model_config(folder)
+    return name
+
+
 def build_clip(cfg: GMDFConfig, pretrained: str | None = None) -> nn.Module:
-    """The CLIP backbone for ``cfg``: open_clip's pretrained mechanism when ``pretrained`` is a tag or file,
-    else a randomly initialised open_clip CLIP of the config's shape."""
+    """The CLIP backbone for ``cfg``. With ``pretrained`` (an open_clip tag such as ``openai``, or a local CLIP
+    checkpoint file) the weights are resolved and loaded by open_clip's own pretrained mechanism; without it the
+    backbone is randomly initialised."""
     if pretrained:
-        if cfg.clip_model is None:
-            raise ValueError(f"config {cfg.name!r} has no open_clip architecture to load pretrained weights into")
-        model = open_clip.create_model(cfg.clip_model, pretrained=pretrained, force_quick_gelu=cfg.quick_gelu)
-    else:
-        v, t = cfg.vision, cfg.text
-        model = open_clip.CLIP(
-            embed_dim=cfg.embed_dim,
-            vision_cfg=dict(
-                image_size=v.image_size,
-                patch_size=v.patch_size,
-                width=v.width,
-                layers=v.layers,
-                head_width=v.head_width,
-                mlp_ratio=v.mlp_ratio,
-            ),
-            text_cfg=dict(
-                context_length=t.context_length,
-                vocab_size=t.vocab_size,
-                width=t.width,
-                heads=t.heads,
-                layers=t.layers,
-            ),
-            quick_gelu=cfg.quick_gelu,
+        model = open_clip.create_model(
+            _open_clip_name(cfg), pretrained=pretrained, force_quick_gelu=cfg.quick_gelu, require_pretrained=True
         )
+    else:
+        shape = _clip_shape(cfg)
+        model = open_clip.CLIP(**shape)
     model.train(False)
     return model
 
