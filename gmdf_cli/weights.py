@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from . import __version__
 from .errors import WeightsError
@@ -212,11 +212,16 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], expect: GMDFConfig | None = None, device: str | torch.device = "cpu"
+    path: str | os.PathLike[str],
+    expect: GMDFConfig | None = None,
+    device: str | torch.device = "cpu",
+    inference: bool = False,
 ) -> tuple[GMDF, dict[str, str]]:
     """Rebuild the model from the config stored in the file and load its tensors (no unpickling, ever).
 
     ``expect``: raise a clear error when the file holds a different architecture than this config.
+    ``inference``: skip the text tower when the file carries cached prompt features, and build on the meta device
+    so no memory is spent on random weights that are overwritten at once.
     """
     meta = read_metadata(path)
     try:
@@ -228,22 +233,33 @@ def load_checkpoint(
             f"{path} holds a {cfg.name!r} model with domains {list(cfg.domains)}, "
             f"not the expected {expect.name!r} with domains {list(expect.domains)}"
         )
-    model = build_model(cfg)
-    if meta.get("text_tower") == "0":
+    with safe_open(str(path), framework="pt") as fh:
+        keys = set(fh.keys())
+        cached = "text_cached" in keys and bool(fh.get_tensor("text_cached"))
+    lean = inference and cached
+    if lean:
+        with torch.device("meta"):
+            model = build_model(cfg)
+    else:
+        model = build_model(cfg)
+    if meta.get("text_tower") == "0" or lean:
         model.text = None
-    state = load_file(str(path))
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - keys)
+    unexpected = sorted(k for k in keys - set(own) if not (lean and k.startswith("text.")))
     if missing or unexpected:
         detail = (f"missing {missing[:3]}" if missing else "") + (f" unexpected {unexpected[:3]}" if unexpected else "")
         raise WeightsError(f"{path} does not match its own config {cfg.name!r}: {detail.strip()}")
-    for key, tensor in state.items():
-        if tensor.shape != own[key].shape:
-            raise WeightsError(
-                f"{path}: tensor {key} has shape {tuple(tensor.shape)}, the config wants {tuple(own[key].shape)}"
-            )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    state = {}
+    with safe_open(str(path), framework="pt") as fh:
+        for key in own:
+            tensor = fh.get_tensor(key)
+            if tensor.shape != own[key].shape:
+                raise WeightsError(
+                    f"{path}: tensor {key} has shape {tuple(tensor.shape)}, the config wants {tuple(own[key].shape)}"
+                )
+            state[key] = tensor.to(own[key].dtype)
+    model.load_state_dict(state, assign=lean)
     model.to(device)
     model.train(False)
     return model, meta
@@ -253,9 +269,12 @@ def _shape_fields(cfg: GMDFConfig) -> str:
     return cfg.replace(name="-").to_json()
 
 
-def load_weights(spec: str, device: str | torch.device = "cpu") -> tuple[GMDF, ResolvedWeights]:
-    """Resolve a ``--weights`` value and load the model ready for inference (text tower freed)."""
+def load_weights(spec: str, device: str | torch.device = "cpu") -> tuple[GMDF, ResolvedWeights, dict[str, str]]:
+    """Resolve a ``--weights`` value and load the model ready for inference (no text tower), with the file's
+    metadata (which may carry a calibrated decision ``threshold``)."""
     resolved = resolve_weights(spec)
-    model, _ = load_checkpoint(resolved.path, device=device)
+    model, meta = load_checkpoint(resolved.path, device=device, inference=True)
     model.drop_text_tower()
-    return model, resolved
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, resolved, meta

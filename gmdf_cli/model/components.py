@@ -227,10 +227,13 @@ class PatchTokenizer(nn.Module):
 
     def __init__(self, patch_size: int, vocab: int, dim: int, seed: int) -> None:
         super().__init__()
-        gen = torch.Generator().manual_seed(seed)
         self.patch_size = patch_size
-        self.register_buffer("projection", torch.randn(3 * patch_size**2, dim, generator=gen) / math.sqrt(dim))
-        self.register_buffer("codebook", F.normalize(torch.randn(vocab, dim, generator=gen), dim=-1))
+        with torch.device("cpu"):  # seeded buffers, reproducible whatever the default device
+            gen = torch.Generator().manual_seed(seed)
+            projection = torch.randn(3 * patch_size**2, dim, generator=gen) / math.sqrt(dim)
+            codebook = F.normalize(torch.randn(vocab, dim, generator=gen), dim=-1)
+        self.register_buffer("projection", projection)
+        self.register_buffer("codebook", codebook)
 
     def _codes(self, images: torch.Tensor) -> torch.Tensor:
         p = self.patch_size

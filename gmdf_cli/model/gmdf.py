@@ -259,14 +259,15 @@ def _prompt_template(
     """Token ids of eq. 9's template with placeholder slots, and the class vectors' initial values."""
     placeholder = "x"
     text = cfg.prompt_template.format(dom=" ".join([placeholder] * cfg.prompt_ctx), cls=placeholder)
-    ids = tokenize([text], context_length=cfg.text.context_length)
-    slot_id = int(tokenize([placeholder], context_length=cfg.text.context_length)[0, 1])
+    with torch.device("cpu"):  # token ids are data, also when the model is built on the meta device
+        ids = tokenize([text], context_length=cfg.text.context_length)
+        slot_id = int(tokenize([placeholder], context_length=cfg.text.context_length)[0, 1])
+        words = tokenize(["real", "fake"], context_length=cfg.text.context_length)[:, 1]
     slots = (ids[0] == slot_id).nonzero().flatten().tolist()
     if len(slots) != cfg.prompt_ctx + 1:
         raise ValueError(f"prompt template {cfg.prompt_template!r} must contain {{dom}} before {{cls}} once each")
-    words = tokenize(["real", "fake"], context_length=cfg.text.context_length)[:, 1]
     with torch.no_grad():
-        class_init = token_embedding(words).detach().clone()
+        class_init = token_embedding(words.to(token_embedding.weight.device)).detach().clone()
     return ids, slots[:-1], slots[-1], class_init
 
 

@@ -1,0 +1,205 @@
+"""Frames -> faces: detection (RetinaFace through facexlib, MTCNN as the offline fallback), square crops around
+each face, linking faces across frames into tracks, and turning crops into model input tensors."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+from ..fileio import sha256_file
+
+DETECTOR_ENV = "GMDF_DETECTOR_WEIGHTS"
+RETINAFACE_FILES = {
+    "retinaface": ("retinaface_mobile0.25", "detection_mobilenet0.25_Final.pth"),
+    "retinaface-resnet50": ("retinaface_resnet50", "detection_Resnet50_Final.pth"),
+}
+DETECTORS = (*RETINAFACE_FILES, "mtcnn")
+CROP_SCALE = 1.3
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
+    score: float  # detector confidence
+
+
+class Detector(Protocol):
+    info: dict[str, Any]
+
+    def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]: ...
+
+
+def _downscale(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = frame.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return frame, scale
+
+
+def _box(values: Any, scale: float) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) / scale for v in values)
+    return x1, y1, x2, y2
+
+
+class RetinaFaceDetector:
+    """facexlib's RetinaFace, run on the frame downscaled to ``max_side`` (faces in forensic footage are large; the
+    detector's cost grows with pixels). frame (H, W, 3) BGR uint8 -> faces in full-frame coordinates."""
+
+    def __init__(self, name: str, weights_dir: Path, max_side: int = 640, threshold: float = 0.8) -> None:
+        from facexlib.detection import init_detection_model
+
+        model_name, filename = RETINAFACE_FILES[name]
+        self.net = init_detection_model(model_name, half=False, device="cpu", model_rootpath=str(weights_dir))
+        self.max_side = max_side
+        self.threshold = threshold
+        path = weights_dir / filename
+        self.info = {"name": name, "weights": str(path), "sha256": sha256_file(path), "max_side": max_side}
+
+    @torch.inference_mode()
+    def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]:
+        small, scale = _downscale(frame, max_side or self.max_side)
+        found = self.net.detect_faces(small, conf_threshold=self.threshold, use_origin_size=True)
+        return [Face(_box(row[:4], scale), float(row[4])) for row in found]
+
+
+class MTCNNDetector:
+    """MTCNN from facenet-pytorch, whose weights ship inside the installed package: the detector of last resort
+    when no RetinaFace weights can be found or downloaded."""
+
+    def __init__(self, max_side: int = 640, threshold: float = 0.9) -> None:
+        import facenet_pytorch
+        from facenet_pytorch import MTCNN
+
+        self.net = MTCNN(keep_all=True, device="cpu", min_face_size=40)
+        self.max_side = max_side
+        self.threshold = threshold
+        data = Path(facenet_pytorch.__file__).parent / "data"
+        digest = "+".join(sha256_file(data / f"{n}.pt")[:16] for n in ("pnet", "rnet", "onet"))
+        self.info = {"name": "mtcnn", "weights": str(data), "sha256": digest, "max_side": max_side}
+
+    @torch.inference_mode()
+    def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]:
+        small, scale = _downscale(frame, max_side or self.max_side)
+        boxes, probs = self.net.detect(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        if boxes is None:
+            return []
+        return [
+            Face(_box(box, scale), float(p))
+            for box, p in zip(boxes, probs, strict=True)
+            if p is not None and p >= self.threshold
+        ]
+
+
+def facexlib_weights_dir() -> Path:
+    from facexlib.utils.misc import ROOT_DIR
+
+    return Path(ROOT_DIR) / "facexlib" / "weights"
+
+
+def load_detector(
+    name: str = "retinaface", weights_dir: str | Path | None = None, max_side: int = 640
+) -> tuple[Detector, str | None]:
+    """The face detector, resolved in order: ``weights_dir``, ``$GMDF_DETECTOR_WEIGHTS``, facexlib's own cache,
+    then facexlib's download. When none works, MTCNN (shipped inside facenet-pytorch) is used instead; the second
+    value then says why, once, for the user. ``name`` is ``retinaface`` (MobileNet-0.25, the CPU default),
+    ``retinaface-resnet50`` or ``mtcnn``."""
+    if name == "mtcnn":
+        return MTCNNDetector(max_side), None
+    if name not in RETINAFACE_FILES:
+        raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
+    filename = RETINAFACE_FILES[name][1]
+    candidates = [Path(p).expanduser() for p in (weights_dir, os.environ.get(DETECTOR_ENV)) if p]
+    candidates.append(facexlib_weights_dir())
+    for folder in candidates:
+        if (folder / filename).is_file():
+            return RetinaFaceDetector(name, folder, max_side), None
+    try:  # facexlib downloads into its own cache
+        return RetinaFaceDetector(name, facexlib_weights_dir(), max_side), None
+    except Exception as exc:  # any download failure means the same thing to the user
+        looked = ", ".join(str(c) for c in candidates)
+        reason = (
+            f"{filename} not found in {looked} and could not be downloaded ({type(exc).__name__}); "
+            "using MTCNN from facenet-pytorch instead (pass --detector-weights DIR to use RetinaFace)"
+        )
+        return MTCNNDetector(max_side), reason
+
+
+def crop_face(frame: np.ndarray, box: tuple[float, float, float, float], size: int, scale: float = CROP_SCALE):
+    """Square crop centred on the face, side = scale * the box's longer side, padded with edge pixels where it leaves
+    the frame, resized to ``size``. frame (H, W, 3) -> (size, size, 3), same dtype and channel order."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * scale
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    side_px = max(1, int(round(side)))
+    h, w = frame.shape[:2]
+    pad_l, pad_t = max(0, -left), max(0, -top)
+    pad_r, pad_b = max(0, left + side_px - w), max(0, top + side_px - h)
+    region = frame[max(0, top) : min(h, top + side_px), max(0, left) : min(w, left + side_px)]
+    if pad_l or pad_t or pad_r or pad_b:
+        region = cv2.copyMakeBorder(region, pad_t, pad_b, pad_l, pad_r, cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_AREA if side_px > size else cv2.INTER_CUBIC
+    return cv2.resize(region, (size, size), interpolation=interp)
+
+
+def to_model_input(crops: list[np.ndarray]) -> torch.Tensor:
+    """BGR uint8 crops (N, S, S, 3) -> CLIP-normalised RGB float tensor (N, 3, S, S)."""
+    batch = torch.from_numpy(np.stack(crops)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    return batch.sub_(mean).div_(std)
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _centre_distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Distance of the box centres in units of the larger box side."""
+    side = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1], 1e-6)
+    return float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)) / side
+
+
+@dataclass
+class Tracker:
+    """Links faces of successive sampled frames into tracks: greedy matching on box overlap (IoU), falling back to
+    centre distance for frames far apart in time. A track that misses a frame stays open."""
+
+    min_iou: float = 0.2
+    max_centre_distance: float = 0.6
+    last_box: dict[int, tuple[float, ...]] = field(default_factory=dict)
+
+    def assign(self, boxes: list[tuple[float, ...]]) -> list[int]:
+        pairs = sorted(
+            (
+                (iou(box, prev), -_centre_distance(box, prev), i, t)
+                for i, box in enumerate(boxes)
+                for t, prev in self.last_box.items()
+            ),
+            reverse=True,
+        )
+        ids: list[int | None] = [None] * len(boxes)
+        used: set[int] = set()
+        for overlap, neg_dist, i, t in pairs:
+            if ids[i] is not None or t in used:
+                continue
+            if overlap >= self.min_iou or -neg_dist <= self.max_centre_distance:
+                ids[i] = t
+                used.add(t)
+        for i, box in enumerate(boxes):
+            if ids[i] is None:
+                ids[i] = len(self.last_box)
+            self.last_box[ids[i]] = box  # type: ignore[index]
+        return [int(t) for t in ids]  # type: ignore[arg-type]

@@ -1,0 +1,251 @@
+"""`gmdf scan` end to end through the CLI: real model (tiny config), real detector, real files written here."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gmdf_cli.data.faces import Tracker, crop_face
+from gmdf_cli.data.media import Sampling, discover
+from gmdf_cli.model import build_model, get_config
+from gmdf_cli.weights import save_checkpoint
+
+from .conftest import DETECTOR_WEIGHTS, perturbed, run_gmdf
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "examples" / "astronaut.png"
+FACE_BOX = (180, 60, 290, 205)  # the astronaut's face in examples/astronaut.png (x1, y1, x2, y2)
+
+
+def detector_args() -> list[str]:
+    """RetinaFace from ../shared/weights where present; else the detector shipped in facenet-pytorch."""
+    if (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file():
+        return ["--detector-weights", str(DETECTOR_WEIGHTS)]
+    return ["--detector", "mtcnn"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = perturbed(build_model(get_config("vit-tiny")))
+    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+def _face_tile(flip: bool, tint: int) -> np.ndarray:
+    image = cv2.imread(str(ASTRONAUT))
+    tile = crop_face(image, FACE_BOX, 200, scale=1.9)
+    if flip:
+        tile = cv2.flip(tile, 1)
+    return cv2.add(tile, np.full_like(tile, tint))
+
+
+def write_two_face_video(path: Path, frames: int = 40) -> None:
+    """Two faces side by side, drifting in opposite directions."""
+    left, right = _face_tile(False, 0), _face_tile(True, 25)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 20.0, (640, 360))
+    for i in range(frames):
+        canvas = np.full((360, 640, 3), 90, dtype=np.uint8)
+        dx = i
+        canvas[80:280, 40 + dx : 240 + dx] = left
+        canvas[80:280, 400 - dx : 600 - dx] = right
+        writer.write(canvas)
+    writer.release()
+
+
+def write_png_header_only(path: Path, width: int, height: int) -> None:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def check_contract(report: dict) -> None:
+    """The JSON contract of issue 3."""
+    assert set(report) >= {"files", "model", "detector", "version", "parameters", "environment", "started"}
+    assert set(report["model"]) >= {"name", "sha256"} and len(report["model"]["sha256"]) == 64
+    assert report["detector"]["name"] and report["detector"]["sha256"]
+    for f in report["files"]:
+        assert set(f) >= {"path", "sha256", "kind", "verdict", "score", "threshold", "frames", "tracks", "error"}
+        assert f["verdict"] in {"real", "fake", "no-face", "error"}
+        if f["verdict"] == "error":
+            assert isinstance(f["error"], str) and f["error"]
+            continue
+        assert f["kind"] in {"video", "image"} and len(f["sha256"]) == 64
+        assert 0.0 <= f["threshold"] <= 1.0
+        scores = []
+        for frame in f["frames"]:
+            assert set(frame) >= {"index", "time", "faces"}
+            frame_scores = []
+            for face in frame["faces"]:
+                assert set(face) >= {"box", "track", "score"}
+                x1, y1, x2, y2 = face["box"]
+                assert x2 > x1 and y2 > y1
+                assert 0.0 <= face["score"] <= 1.0
+                frame_scores.append(face["score"])
+            if frame_scores:
+                scores.append(max(frame_scores))
+        if f["verdict"] == "no-face":
+            assert f["score"] is None and not scores
+            continue
+        assert f["score"] == pytest.approx(float(np.mean(scores)))  # file score = mean of frame scores
+        assert f["score_max"] == pytest.approx(max(scores))
+        assert f["verdict"] == ("fake" if f["score"] >= f["threshold"] else "real")
+        for track in f["tracks"]:
+            assert set(track) >= {"track", "score", "verdict"}
+            assert track["verdict"] == ("fake" if track["score"] >= f["threshold"] else "real")
+
+
+def test_json_contract_and_per_track_verdicts(weights: Path, tmp_path: Path) -> None:
+    video = tmp_path / "two_faces.mp4"
+    write_two_face_video(video)
+    out = run_gmdf(
+        "scan", str(video), str(ASTRONAUT), "--weights", str(weights), "--json", "--frames", "8", *detector_args()
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    check_contract(report)
+    vid, img = report["files"]
+    assert vid["kind"] == "video" and img["kind"] == "image"
+    assert len(vid["frames"]) == 8 and all(len(fr["faces"]) == 2 for fr in vid["frames"])
+    assert len(vid["tracks"]) == 2
+    left_track = {min(fr["faces"], key=lambda fa: fa["box"][0])["track"] for fr in vid["frames"]}
+    assert len(left_track) == 1  # the left face keeps one track id through the video
+    assert img["faces_found"] >= 1 and img["verdict"] in {"real", "fake"}
+
+
+def test_bad_inputs_get_one_line_each_and_the_good_ones_are_scanned(weights: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "good.png").write_bytes(ASTRONAUT.read_bytes())
+    cv2.imwrite(str(folder / "grey.png"), cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2GRAY))
+    (folder / "notes.txt").write_text("not media")
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("this is not a video\n" * 50)
+    (folder / "broken.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    write_png_header_only(folder / "huge.png", 40000, 40000)
+    writer = cv2.VideoWriter(str(folder / "zero.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    writer.release()
+    full = tmp_path / "full.mp4"
+    write_two_face_video(full, frames=30)
+    (folder / "truncated.mp4").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    missing = tmp_path / "does-not-exist.mp4"
+    csv_path = tmp_path / "faces.csv"
+
+    out = run_gmdf(
+        "scan",
+        str(folder),
+        str(missing),
+        "--weights",
+        str(weights),
+        "--json",
+        "--csv",
+        str(csv_path),
+        "--frames",
+        "4",
+        *detector_args(),
+    )
+    assert out.returncode == 1, out.stderr  # some inputs failed
+    assert "Traceback" not in out.stderr
+    report = json.loads(out.stdout)
+    check_contract(report)
+    verdicts = {Path(f["path"]).name: f for f in report["files"]}
+    assert verdicts["good.png"]["verdict"] in {"real", "fake"}
+    assert verdicts["grey.png"]["verdict"] in {"real", "fake"}  # grayscale is fine, not an error
+    assert "notes.txt" not in verdicts and any("notes.txt" in p for p in report["skipped"])
+    expected_errors = {
+        "does-not-exist.mp4": "no such file",
+        "empty.mp4": "empty file",
+        "text.mp4": "cannot open as a video",
+        "broken.jpg": "cannot decode as an image",
+        "huge.png": "too large",
+        "zero.avi": "",
+        "truncated.mp4": "",
+    }
+    for name, phrase in expected_errors.items():
+        entry = verdicts[name]
+        assert entry["verdict"] == "error", (name, entry)
+        assert phrase in entry["error"], (name, entry["error"])
+        lines = [line for line in out.stderr.splitlines() if name in line and line.startswith("error:")]
+        assert len(lines) == 1, (name, lines)
+    rows = csv_path.read_text().splitlines()
+    assert rows[0].startswith("path,sha256,frame") and len(rows) >= 3  # the good files' faces were written
+
+
+def test_out_dir_with_heatmaps_writes_plot_heatmaps_and_html(weights: Path, tmp_path: Path) -> None:
+    video = tmp_path / "two_faces.mp4"
+    write_two_face_video(video)
+    out_dir = tmp_path / "report"
+    out = run_gmdf(
+        "scan",
+        str(video),
+        "--weights",
+        str(weights),
+        "--out",
+        str(out_dir),
+        "--heatmaps",
+        "--frames",
+        "6",
+        *detector_args(),
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads((out_dir / "report.json").read_text())
+    check_contract(report)
+    folder = next(p for p in out_dir.iterdir() if p.is_dir())
+    for name in ("timeline.png", "contact_sheet.png", "heatmap_00.png"):
+        image = cv2.imread(str(folder / name))
+        assert image is not None and image.shape[0] > 100, name
+    html = (out_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and report["files"][0]["sha256"] in html
+
+
+def test_animated_webp_is_a_frame_sequence(weights: Path, tmp_path: Path) -> None:
+    base = Image.open(ASTRONAUT).convert("RGB")
+    frames = [base.rotate(angle) for angle in (0, 3, 6, 9, 12)]
+    anim = tmp_path / "anim.webp"
+    frames[0].save(anim, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    out = run_gmdf("scan", str(anim), "--weights", str(weights), "--json", *detector_args())
+    assert out.returncode == 0, out.stderr
+    entry = json.loads(out.stdout)["files"][0]
+    assert entry["kind"] == "video" and len(entry["frames"]) == 5 and entry["frames_with_faces"] == 5
+
+
+def test_no_weights_and_no_default_is_a_usage_error() -> None:
+    out = run_gmdf("scan", str(ASTRONAUT))
+    assert out.returncode == 2 and "pass --weights" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sampling_rules() -> None:
+    assert Sampling().indices(751, 25.0)[:3] == [0, 24, 48] and len(Sampling().indices(751, 25.0)) == 32
+    assert Sampling(frames=32).indices(10, 25.0) == list(range(10))
+    assert Sampling(every=100).indices(751, 25.0) == [0, 100, 200, 300, 400, 500, 600, 700]
+    window = Sampling(start=2.0, end=3.0).indices(751, 25.0)
+    assert window[0] == 50 and window[-1] == 74 and len(window) == 25
+    assert Sampling(all=True, start=29.9).indices(751, 25.0) == list(range(748, 751))
+    assert Sampling(start=40.0).indices(751, 25.0) == []
+
+
+def test_discover_sorts_recurses_and_reports(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.MP4").write_bytes(b"1")
+    (tmp_path / "a.jpg").write_bytes(b"1")
+    (tmp_path / "readme.md").write_text("x")
+    found = discover([tmp_path, tmp_path / "a.jpg", tmp_path / "nope.png"])
+    assert [i.path.name for i in found.items] == ["a.jpg", "x.MP4"]
+    assert [i.kind for i in found.items] == ["image", "video"]
+    assert [p.name for p in found.missing] == ["nope.png"] and [p.name for p in found.skipped] == ["readme.md"]
+
+
+def test_tracker_keeps_identities_apart() -> None:
+    tracker = Tracker()
+    assert tracker.assign([(0, 0, 10, 10), (100, 0, 110, 10)]) == [0, 1]
+    assert tracker.assign([(102, 1, 112, 11), (2, 1, 12, 11)]) == [1, 0]
+    assert tracker.assign([(300, 300, 310, 310)]) == [2]
