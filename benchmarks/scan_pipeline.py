@@ -1,0 +1,141 @@
+"""Faces/s of the whole scan pipeline (decode -> detect -> crop -> model) on a real video, against the model alone on
+the same face crops at the same batch size, interleaved in one process; then the peak RSS of a real `gmdf scan`.
+Targets (issue 3): pipeline/model >= 0.85; peak RSS of a `vit-b-16` scan <= 1.2 GB.
+
+    python benchmarks/scan_pipeline.py [--video PATH] [--config vit-b-16] [--batch 16] [--rounds 2]
+
+The model has random weights (none are trained for vit-b-16 here): speed and memory do not depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gmdf_cli.analysis.scan import Scanner, ScanOptions
+from gmdf_cli.data.faces import load_detector, to_model_input
+from gmdf_cli.data.media import MediaItem, Sampling
+from gmdf_cli.model import build_model, get_config
+from gmdf_cli.weights import load_weights, save_checkpoint
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+VIDEO = SHARED / "media/celebdf_hantschmann/fake"
+
+
+# Peak RSS is read from the process's own VmHWM at exit: ru_maxrss of a child would include the high-water mark its
+# parent (this benchmark, with a model loaded) had when it forked, which Linux carries across fork and exec.
+HWM = (
+    "import atexit, sys\n"
+    "def _hwm():\n"
+    "    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "    print('VMHWM_KB', line.split()[1], file=sys.stderr)\n"
+    "atexit.register(_hwm)\n"
+)
+IMPORTS_ONLY = HWM + "import cv2, torch, open_clip, facexlib.detection, gmdf_cli.analysis.scan_run\n"
+SCAN = (
+    HWM + "import sys, runpy\nsys.argv = ['gmdf'] + sys.argv[1:]\nrunpy.run_module('gmdf_cli', run_name='__main__')\n"
+)
+
+
+def _peak_mb(stderr: str) -> float:
+    return float(next(line.split()[1] for line in stderr.splitlines() if line.startswith("VMHWM_KB"))) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path)
+    parser.add_argument("--config", default="vit-b-16")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    video = args.video or next(iter(sorted(VIDEO.glob("*.mp4"))), None)
+    if video is None or not video.is_file():
+        sys.exit(f"no video: pass --video (looked in {VIDEO})")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        model = build_model(get_config(args.config))
+        path = save_checkpoint(model, Path(tmp) / "model.safetensors")
+        del model
+        model, _, _ = load_weights(str(path))
+        detector, _ = load_detector("retinaface", SHARED / "weights")
+        options = ScanOptions(Sampling(frames=args.frames), batch_size=args.batch, keep_crops=0)
+        item = MediaItem(video, "video")
+
+        crops = []
+        scanner = Scanner(model, detector, options)
+        original_flush = scanner._flush
+
+        def recording_flush() -> None:  # keep the exact crops the pipeline scored, for the model-only runs
+            crops.extend(p.crop for p in scanner.queue)
+            original_flush()
+
+        scanner._flush = recording_flush  # type: ignore[method-assign]
+        list(scanner.scan([item]))  # warm-up, and the crops
+        faces = len(crops)
+
+        def pipeline() -> None:
+            list(Scanner(model, detector, options).scan([item]))
+
+        def model_only() -> None:
+            with torch.inference_mode():
+                for start in range(0, faces, args.batch):
+                    model.predict(to_model_input(crops[start : start + args.batch]))
+
+        times: dict[str, list[float]] = {"pipeline": [], "model only": []}
+        for _ in range(args.rounds):
+            for name, run in (("pipeline", pipeline), ("model only", model_only)):
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+        rates = {name: faces / min(ts) for name, ts in times.items()}
+        print(
+            f"video {video.name}: {args.frames} sampled frames, {faces} faces, config {args.config}, "
+            f"batch {args.batch}, {torch.get_num_threads()} threads, best of {args.rounds} interleaved rounds"
+        )
+        for name, rate in rates.items():
+            print(f"  {name:11s} {rate:6.2f} faces/s")
+        print(f"  ratio pipeline / model only: {rates['pipeline'] / rates['model only']:.3f}  (target >= 0.85)")
+
+        cmd = [
+            sys.executable,
+            "-c",
+            SCAN,
+            "scan",
+            str(video),
+            "--weights",
+            str(path),
+            "--detector-weights",
+            str(SHARED / "weights"),
+            "--frames",
+            str(args.frames),
+            "--batch-size",
+            str(args.batch),
+        ]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(done.stderr)
+        peak_mb = _peak_mb(done.stderr)
+        print(
+            f"  `gmdf scan` ({args.config}) as a user runs it: {wall:.1f} s wall, peak RSS {peak_mb:.0f} MB "
+            "(target <= 1200 MB)"
+        )
+        base_mb = _peak_mb(subprocess.run([sys.executable, "-c", IMPORTS_ONLY], capture_output=True, text=True).stderr)
+        print(
+            f"  of which importing the libraries alone (torch {torch.__version__}, torchvision, open_clip, "
+            f"facexlib, cv2): {base_mb:.0f} MB; gmdf's own share (weights, activations, frames): "
+            f"{peak_mb - base_mb:.0f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()
