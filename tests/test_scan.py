@@ -120,6 +120,7 @@ def test_json_contract_and_per_track_verdicts(weights: Path, tmp_path: Path) -> 
     left_track = {min(fr["faces"], key=lambda fa: fa["box"][0])["track"] for fr in vid["frames"]}
     assert len(left_track) == 1  # the left face keeps one track id through the video
     assert img["faces_found"] >= 1 and img["verdict"] in {"real", "fake"}
+    assert img["media"]["width"] == 512 and vid["media"]["width"] == 640 and vid["media"]["fps"] == 20.0
 
 
 def test_bad_inputs_get_one_line_each_and_the_good_ones_are_scanned(weights: Path, tmp_path: Path) -> None:
@@ -249,3 +250,56 @@ def test_tracker_keeps_identities_apart() -> None:
     assert tracker.assign([(0, 0, 10, 10), (100, 0, 110, 10)]) == [0, 1]
     assert tracker.assign([(102, 1, 112, 11), (2, 1, 12, 11)]) == [1, 0]
     assert tracker.assign([(300, 300, 310, 310)]) == [2]
+
+
+def test_interrupted_scan_keeps_the_finished_files(weights: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    write_two_face_video(folder / "clip_00.mp4", frames=40)
+    for i in range(1, 30):
+        (folder / f"clip_{i:02d}.mp4").write_bytes((folder / "clip_00.mp4").read_bytes())
+    out_dir, csv_path = tmp_path / "out", tmp_path / "faces.csv"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gmdf_cli",
+            "scan",
+            str(folder),
+            "--weights",
+            str(weights),
+            "--csv",
+            str(csv_path),
+            "--out",
+            str(out_dir),
+            "--frames",
+            "16",
+            "--batch-size",
+            "4",
+            *detector_args(),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if csv_path.exists() and len(csv_path.read_text().splitlines()) > 1:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the scan finished before it could be interrupted"
+    os.kill(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["interrupted"] is True
+    assert 1 <= len(report["files"]) < 30
+    assert all(f["verdict"] in {"real", "fake"} for f in report["files"])
+    assert (out_dir / "report.html").is_file()

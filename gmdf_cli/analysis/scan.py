@@ -218,6 +218,8 @@ class Scanner:
         # a still image is one frame: look closer for small faces, it costs little
         max_side = max(IMAGE_DETECTION_SIDE, self.detector.info["max_side"]) if media.kind == "image" else None
         for frame in read_frames(media):
+            if not result.width:
+                result.height, result.width = frame.image.shape[:2]
             found = self.detector.detect(frame.image, max_side)
             faces = sorted(found, key=lambda f: -f.score)[: self.options.max_faces]
             tracks = tracker.assign([f.box for f in faces])

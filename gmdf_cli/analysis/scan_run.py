@@ -131,15 +131,15 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
                 on_file=lambda path: progress.update(task, description=f"scanning {path.name[:40]}"),
                 on_frame=lambda: progress.advance(task),
             ):
+                results.append(result)  # first: whatever happens next, this result is reported
                 if result.error:
                     console.print(f"[red]error:[/] {result.path}: {result.error}", soft_wrap=True, highlight=False)
                 if csv_writer:
                     csv_writer.add(result)
                 if request.out is not None:
-                    index = len(results)
+                    index = len(results) - 1
                     heat = _heatmaps_for(model, result, request.heatmap_faces) if request.heatmaps else None
                     images[index] = write_artifacts(request.out, index, result, heat)
-                results.append(result)
     except KeyboardInterrupt:
         report["interrupted"] = True
         exit_code = EXIT_INTERRUPTED
