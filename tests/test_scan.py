@@ -303,3 +303,43 @@ def test_interrupted_scan_keeps_the_finished_files(weights: Path, tmp_path: Path
     assert 1 <= len(report["files"]) < 30
     assert all(f["verdict"] in {"real", "fake"} for f in report["files"])
     assert (out_dir / "report.html").is_file()
+
+
+def test_offline_without_retinaface_weights_falls_back_to_the_shipped_detector(weights: Path, tmp_path: Path) -> None:
+    from gmdf_cli.data.faces import RETINAFACE_FILES, facexlib_weights_dir
+
+    if (facexlib_weights_dir() / RETINAFACE_FILES["retinaface"][1]).is_file():
+        pytest.skip("facexlib's own cache holds RetinaFace weights on this machine: nothing to fall back from")
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    env = {
+        "GMDF_DETECTOR_WEIGHTS": str(tmp_path / "also-empty"),
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }  # no download can succeed, online or not
+    out = run_gmdf(
+        "scan", str(ASTRONAUT), "--weights", str(weights), "--json", "--detector-weights", str(empty), env=env
+    )
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "using MTCNN" in warnings[0] and str(empty) in warnings[0]
+    report = json.loads(out.stdout)
+    assert report["detector"]["name"] == "mtcnn" and "not found" in report["detector"]["fallback_reason"]
+    assert report["files"][0]["faces_found"] == 1
+
+
+def test_detector_weights_from_the_environment(weights: Path) -> None:
+    if not (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file():
+        pytest.skip("../shared/weights is not here")
+    out = run_gmdf(
+        "scan",
+        str(ASTRONAUT),
+        "--weights",
+        str(weights),
+        "--json",
+        env={"GMDF_DETECTOR_WEIGHTS": str(DETECTOR_WEIGHTS)},
+    )
+    assert out.returncode == 0, out.stderr
+    detector = json.loads(out.stdout)["detector"]
+    assert detector["name"] == "retinaface" and detector["fallback_reason"] is None
+    assert detector["sha256"] == "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220"

@@ -3,7 +3,9 @@ each face, linking faces across frames into tracks, and turning crops into model
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,8 +123,9 @@ def load_detector(
     for folder in candidates:
         if (folder / filename).is_file():
             return RetinaFaceDetector(name, folder, max_side), None
-    try:  # facexlib downloads into its own cache
-        return RetinaFaceDetector(name, facexlib_weights_dir(), max_side), None
+    try:  # facexlib downloads into its own cache; it prints progress on stdout, which is for --json
+        with contextlib.redirect_stdout(sys.stderr):
+            return RetinaFaceDetector(name, facexlib_weights_dir(), max_side), None
     except Exception as exc:  # any download failure means the same thing to the user
         looked = ", ".join(str(c) for c in candidates)
         reason = (
