@@ -258,6 +258,78 @@ def scan(
     sys.exit(outcome.exit_code)
 
 
+@cli.command()
+@click.option(
+    "--domain",
+    "layout",
+    required=True,
+    type=click.Choice(["ff", "celeb", "dfdc", "wdf", "dff", "folder", "deepfakebench"]),
+    help="Dataset layout (folder: ROOT/real/..., ROOT/fake/...).",
+)
+@click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset's root folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The cache folder.")
+@click.option("--name", help="Domain name in the cache (default: the layout's name).")
+@click.option("--frames", type=click.IntRange(min=1), default=32, show_default=True, help="Frames per video.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--compression", default="c23", show_default=True, help="FaceForensics++ quality folder.")
+@click.option("--group-by", help="folder layout: regex whose first match in a file name is the identity.")
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="deepfakebench layout: the dataset JSON.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split.")
+@click.option("--detector", type=click.Choice(["retinaface", "retinaface-resnet50", "mtcnn"]), default="retinaface")
+@click.option("--detector-weights", type=click.Path(file_okay=False))
+@click.option("--det-size", type=click.IntRange(min=64), default=480, show_default=True)
+def prepare(
+    layout: str,
+    root: Path,
+    out: Path,
+    name: str | None,
+    frames: int,
+    workers: int,
+    compression: str,
+    group_by: str | None,
+    json_file: Path | None,
+    seed: int,
+    detector: str,
+    detector_weights: str | None,
+    det_size: int,
+) -> None:
+    """Face crops and an index from a dataset in its official layout (resumable)."""
+    from .data.prepare import PrepareRequest, run_prepare
+
+    summary = run_prepare(
+        PrepareRequest(
+            layout=layout,
+            root=root,
+            out=out,
+            domain=name,
+            frames=frames,
+            workers=workers,
+            detector=detector,
+            detector_weights=detector_weights,
+            det_size=det_size,
+            compression=compression,
+            group_by=group_by,
+            json_file=json_file,
+            seed=seed,
+        ),
+        err,
+    )
+    table = Table(title=f"gmdf prepare: {summary['domain']}", show_header=False)
+    table.add_row("sources", f"{summary['prepared']} prepared of {summary['sources']}")
+    for reason, n in summary["skipped"].items():
+        table.add_row("skipped", f"{n} ({reason})")
+    table.add_row("crops", str(summary["crops"]))
+    for key, n in summary["crops_by_split"].items():
+        table.add_row(f"  {key}", str(n))
+    table.add_row("index", summary["index"])
+    err.print(table)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="gmdf")

@@ -23,7 +23,7 @@ class ErrorRates:
     """False rejection rate: share of reals scored as fake."""
 
 
-def equal_error_rate(labels: Sequence[int], scores: Sequence[float]) -> ErrorRates:
+def equal_error_rate(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> ErrorRates:
     """The operating point where FAR (fakes passed as real) equals FRR (reals flagged as fake), interpolated
     linearly between the two ROC points that bracket it."""
     y, s = np.asarray(labels), np.asarray(scores, dtype=float)
