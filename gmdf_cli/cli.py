@@ -330,6 +330,100 @@ def prepare(
     err.print(table)
 
 
+@cli.command()
+@click.option("--domains", help="Comma-separated source domains from the cache, e.g. ff,celeb,dff.")
+@click.option("--data", type=click.Path(path_type=Path), help="The cache made by `gmdf prepare`.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (checkpoints, metrics).")
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this folder.")
+@click.option("--config", "config_name", type=click.Choice(sorted(CONFIGS)), default="vit-tiny", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--lr", type=float, help="Learning rate (default: 3e-6 for vit-b-16 as in the paper, 1e-3 vit-tiny).")
+@click.option("--inner-lr", type=float, help="Inner-loop step size alpha (default: --lr).")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Default: train crops / batch size.")
+@click.option("--save-every", type=click.IntRange(min=0), default=0, help="Also save resume state every N steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--baseline", is_flag=True, help="Plain CLIP fine-tuning on the merged data (the paper's baseline).")
+@click.option("--second-order", is_flag=True, help="Differentiate through the inner update (default: first-order).")
+@click.option(
+    "--pretrained",
+    default="default",
+    show_default=True,
+    help="CLIP weights for the backbone: an open_clip tag or file, 'default' (the config's), or 'none'.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads.")
+def train(
+    domains: str | None,
+    data: Path | None,
+    out: Path | None,
+    resume: Path | None,
+    config_name: str,
+    epochs: int,
+    batch_size: int,
+    lr: float | None,
+    inner_lr: float | None,
+    steps_per_epoch: int | None,
+    save_every: int,
+    seed: int,
+    baseline: bool,
+    second_order: bool,
+    pretrained: str,
+    threads: int | None,
+) -> None:
+    """Train GM-DF on several source domains with meta-learning (torchrun for several processes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .train.loop import Trainer, TrainRequest, load_request
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if resume is not None:
+        request = load_request(resume)
+    else:
+        if not (domains and data and out):
+            raise click.UsageError("--domains, --data and --out are required (or --resume RUN)")
+        request = TrainRequest(
+            domains=[d.strip() for d in domains.split(",") if d.strip()],
+            data=str(data),
+            out=str(out),
+            config=config_name,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            inner_lr=inner_lr,
+            steps_per_epoch=steps_per_epoch,
+            save_every=save_every,
+            seed=seed,
+            baseline=baseline,
+            second_order=second_order,
+            pretrained=None if pretrained == "none" else pretrained,
+        )
+    trainer = Trainer(request, err)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not trainer.dist.main,
+    ) as progress:
+        summary = trainer.fit(progress)
+    if trainer.dist.main:
+        table = Table(title=f"gmdf train: {summary['run']}", show_header=False)
+        table.add_row("steps", str(summary["steps"]))
+        table.add_row("best mean val video AUC", f"{summary['best_val_auc']:.3f}")
+        for key, value in summary["last"].items():
+            if key.startswith("val_") and key.endswith("video_auc"):
+                table.add_row(key, f"{value:.3f}")
+        if summary["world_size"] > 1:
+            table.add_row("processes", f"{summary['world_size']} (weights agree: {summary['ranks_agree']})")
+        err.print(table)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="gmdf")
