@@ -375,12 +375,10 @@ def train(
 
     from .train.loop import Trainer, TrainRequest, load_request
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     if resume is not None:
         request = load_request(resume)
+        if threads:
+            request.threads = threads
     else:
         if not (domains and data and out):
             raise click.UsageError("--domains, --data and --out are required (or --resume RUN)")

@@ -71,6 +71,8 @@ class TrainRequest:
     mim_weight: float = 1.0
     align_weight: float = 0.1
     grad_clip: float = 1.0
+    threads: int | None = None
+    """CPU threads; recorded so that a resumed run computes exactly as the original did."""
 
     @property
     def learning_rate(self) -> float:
@@ -134,6 +136,9 @@ class Distributed:
 
 class Trainer:
     def __init__(self, request: TrainRequest, console: Console) -> None:
+        if request.threads is None:
+            request = dataclasses.replace(request, threads=torch.get_num_threads())
+        torch.set_num_threads(request.threads or 1)
         self.req = request
         self.console = console
         self.dist = Distributed.from_env()
@@ -197,8 +202,15 @@ class Trainer:
     def _fit_tokenizer(self) -> None:
         """Derive the MIM codebook offline from the first training crops (deterministic)."""
         sample = [r for rows in self.train_sets.values() for r in rows][:256]
-        images, _, _ = load_batch(sample, self.size)
+        images, _, bad = load_batch(sample, self.size)
+        self._report_bad(bad)
         self.model.tokenizer.fit(images)
+
+    def _report_bad(self, bad: list[Path]) -> None:
+        for path in bad:
+            if str(path) not in self.bad_crops:
+                self.bad_crops.add(str(path))
+                self.console.print(f"[yellow]skipped corrupt crop[/] {path}", soft_wrap=True)
 
     # -- one step --------------------------------------------------------------------------------------------------
     def _batch(self, crops: list[Crop]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -214,12 +226,8 @@ class Trainer:
             )
         images, labels, bad = load_batch(crops, self.size, flip)
         if bad:
-            keep = torch.tensor([c.path not in bad for c in crops])
-            mask = mask[keep]
-            for path in bad:
-                if str(path) not in self.bad_crops:
-                    self.bad_crops.add(str(path))
-                    self.console.print(f"[yellow]skipped corrupt crop[/] {path}", soft_wrap=True)
+            mask = mask[torch.tensor([c.path not in bad for c in crops])]
+            self._report_bad(bad)
         return images, labels, mask
 
     def _losses(
@@ -418,7 +426,7 @@ class Trainer:
                 sums, count = {}, 0
             elif self.req.save_every and self.step % self.req.save_every == 0:
                 self.save_resume()
-        digest = float(sum(p.double().sum() for p in self.model.parameters()))
+        digest = float(sum(p.detach().double().sum() for p in self.model.parameters()))
         agree = True
         if self.dist.world > 1:
             gathered = [torch.zeros(1, dtype=torch.float64) for _ in range(self.dist.world)]

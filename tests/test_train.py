@@ -1,0 +1,245 @@
+"""Training end to end: generated domains -> gmdf prepare -> gmdf train; exact resume after SIGKILL; 2-process DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from gmdf_cli.analysis.metrics import detection_metrics, video_level
+from gmdf_cli.data.prepare import PrepareRequest, run_prepare
+from gmdf_cli.errors import UsageError
+from gmdf_cli.train.data import load_batch, read_index
+from gmdf_cli.train.loop import Trainer, TrainRequest
+from gmdf_cli.weights import load_weights
+
+from .conftest import DETECTOR_WEIGHTS, run_gmdf
+from .synthdata import write_domain
+
+KINDS = ("blend", "noise", "blocks")
+QUIET = Console(stderr=True, quiet=True)
+
+
+def _detector() -> dict:
+    if (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file():
+        return {"detector_weights": str(DETECTOR_WEIGHTS)}
+    return {"detector": "mtcnn"}
+
+
+def make_cache(root: Path, cache: Path, kinds: tuple[str, ...], videos: int, frames: int, seed: int) -> Path:
+    for i, kind in enumerate(kinds):
+        write_domain(root / kind, kind, videos=videos, frames=frames, seed=seed + i)
+        run_prepare(
+            PrepareRequest(layout="folder", root=root / kind, out=cache, domain=kind, frames=frames, **_detector()),
+            QUIET,
+        )
+    return cache
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("synth")
+    train = make_cache(base / "train", base / "cache", KINDS, videos=16, frames=4, seed=0)
+    held = make_cache(base / "held", base / "held_cache", KINDS, videos=8, frames=4, seed=100)
+    return train, held
+
+
+def held_out_auc(weights: Path, cache: Path) -> tuple[float, float]:
+    model, _, _ = load_weights(str(weights))
+    rows = read_index(cache)
+    scores: list[float] = []
+    for start in range(0, len(rows), 64):
+        images, _, _ = load_batch(rows[start : start + 64], model.config.vision.image_size)
+        scores.extend(model.predict(images).tolist())
+    labels = [r.label for r in rows]
+    _, v_labels, v_scores = video_level([f"{r.domain}/{r.video_id}" for r in rows], labels, scores)
+    return detection_metrics(labels, scores)["auc"], detection_metrics(v_labels, v_scores)["auc"]
+
+
+def test_meta_learning_detects_held_out_generated_videos(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    train, held = caches
+    run = tmp_path / "run"
+    out = run_gmdf(
+        "train",
+        "--domains",
+        ",".join(KINDS),
+        "--data",
+        str(train),
+        "--out",
+        str(run),
+        "--config",
+        "vit-tiny",
+        "--epochs",
+        "40",
+        "--batch-size",
+        "24",
+    )
+    assert out.returncode == 0, out.stderr
+    for name in ("last.safetensors", "best.safetensors", "resume.safetensors", "metrics.csv", "run.json"):
+        assert (run / name).is_file(), name
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "val_blend_video_auc" in header and "test_mim" in header and "align" in header
+    frame_auc, video_auc = held_out_auc(run / "last.safetensors", held)
+    assert video_auc > 0.9, (frame_auc, video_auc)
+    assert frame_auc > 0.85
+
+
+def _resume_step(path: Path) -> int:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return int(fh.metadata()["step"])
+    except Exception:  # not written yet
+        return -1
+
+
+def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    train, _ = caches
+    args = [
+        "--domains",
+        "blend,noise",
+        "--data",
+        str(train),
+        "--epochs",
+        "4",
+        "--steps-per-epoch",
+        "10",
+        "--batch-size",
+        "12",
+        "--save-every",
+        "3",
+        "--seed",
+        "7",
+        "--threads",
+        "1",
+    ]
+    full = run_gmdf("train", *args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gmdf_cli", "train", *args, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and _resume_step(killed / "resume.safetensors") < 13:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step = _resume_step(killed / "resume.safetensors")
+    assert 13 <= step < 40 and step % 10 != 0  # killed mid-epoch, with a mid-epoch resume point
+    resumed = run_gmdf("train", "--resume", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_file(str(tmp_path / "full" / "last.safetensors")), load_file(str(killed / "last.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_ddp_trains_and_ranks_agree(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    train, _ = caches
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "gmdf_cli",
+            "train",
+            "--domains",
+            "blend,noise,blocks",
+            "--data",
+            str(train),
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "4",
+            "--batch-size",
+            "12",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = [json.loads((run / f"summary-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(s["world_size"] == 2 and s["ranks_agree"] for s in ranks)
+    assert ranks[0]["weights_digest"] == ranks[1]["weights_digest"]
+    assert ranks[0]["steps"] == 8 and (run / "last.safetensors").is_file()
+
+
+def test_bad_training_input_is_one_clear_error(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    train, _ = caches
+
+    def trainer(**kw) -> Trainer:
+        base = {"domains": ["blend"], "data": str(train), "out": str(tmp_path / "r"), "epochs": 1}
+        return Trainer(TrainRequest(**{**base, **kw}), QUIET)
+
+    with pytest.raises(UsageError, match="'dfdc' is not in the cache"):
+        trainer(domains=["blend", "dfdc"])
+    with pytest.raises(UsageError, match="cache folder not found"):
+        trainer(data=str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match=r"no index\.csv"):
+        trainer(data=str(tmp_path / "empty"))
+    one_class = tmp_path / "one"
+    one_class.mkdir()
+    lines = (train / "index.csv").read_text().splitlines()
+    (one_class / "index.csv").write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if ",1," not in ln[:40]]))
+    with pytest.raises(UsageError, match="only real samples"):
+        trainer(data=str(one_class))
+    out = run_gmdf("train", "--domains", "nope", "--data", str(train), "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "'nope' is not in the cache" in out.stderr
+
+
+def test_a_corrupt_crop_is_skipped_and_reported(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    import shutil
+
+    train, _ = caches
+    copy = tmp_path / "cache"
+    shutil.copytree(train, copy)
+    victim = next(r.path for r in read_index(copy) if r.domain == "blend" and r.split == "train")
+    victim.write_bytes(b"not a png")
+    trainer = Trainer(
+        TrainRequest(
+            domains=["blend", "noise"],
+            data=str(copy),
+            out=str(tmp_path / "r"),
+            epochs=1,
+            steps_per_epoch=12,
+            batch_size=24,
+        ),
+        QUIET,
+    )
+    summary = trainer.fit()
+    assert summary["corrupt_crops_skipped"] == 1 and summary["steps"] == 12
