@@ -98,6 +98,65 @@ class _TrainView(nn.Module):
         return self.model.forward_train(images, domain, mask)
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""images (B, 3, S, S), labels (B,), MIM patch mask (B, P)."""
+
+
+class MetaObjective:
+    """The losses of one training step on tensors already in memory (so benchmarks can time exactly this)."""
+
+    def __init__(self, model: GMDF, request: TrainRequest) -> None:
+        self.model = model
+        self.req = request
+        self.theta_e = [(n, p) for n, p in model.named_parameters() if p.requires_grad and _is_theta_e(n)]
+        self.view = _TrainView(model)
+
+    def _losses(
+        self, out: Any, images: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        return {
+            "sis": domain_class_contrastive_loss(out.prompt_logits, domain, labels),
+            "cls": classification_loss(out.class_logits, labels),
+            "mim": mim_loss(out.token_logits, self.model.tokenizer(images), mask),
+        }
+
+    def meta(self, train_parts: list[tuple[Batch, int]], test: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        """``train_parts``: (batch, domain index 1..N) per meta-train domain; ``test``: the meta-test batch."""
+        x_tr = torch.cat([b[0] for b, _ in train_parts])
+        y_tr = torch.cat([b[1] for b, _ in train_parts])
+        m_tr = torch.cat([b[2] for b, _ in train_parts])
+        d_tr = torch.cat([torch.full((len(b[1]),), idx, dtype=torch.long) for b, idx in train_parts])
+        out_tr = self.model.forward_train(x_tr, d_tr, m_tr)
+        tr = self._losses(out_tr, x_tr, d_tr, y_tr, m_tr)
+        total = tr["cls"] + tr["sis"] + self.req.mim_weight * tr["mim"]
+        logs = {f"train_{k}": v.item() for k, v in tr.items()}
+        if test is not None:
+            params = [p for _, p in self.theta_e]
+            grads = torch.autograd.grad(
+                tr["cls"], params, create_graph=self.req.second_order, retain_graph=True, allow_unused=True
+            )
+            fast = {
+                f"model.{name}": p - self.req.inner_learning_rate * (g if self.req.second_order else g.detach())
+                for (name, p), g in zip(self.theta_e, grads, strict=True)
+                if g is not None
+            }
+            x_te, y_te, m_te = test
+            d_te = torch.zeros(len(y_te), dtype=torch.long)  # the meta-test domain plays an unseen one
+            out_te = functional_call(self.view, fast, (x_te, d_te, m_te), strict=False)
+            te = self._losses(out_te, x_te, d_te, y_te, m_te)
+            align = domain_alignment_loss(out_tr.features, out_te.features)
+            total = total + te["sis"] + te["cls"] + self.req.mim_weight * te["mim"] + self.req.align_weight * align
+            logs.update({f"test_{k}": v.item() for k, v in te.items()}, align=align.item())
+        logs["loss"] = total.item()
+        return total, logs
+
+    def baseline(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Plain CLIP fine-tuning: real/fake under the wildcard prompts, nothing else."""
+        out = self.model.forward_train(images, torch.zeros(len(labels), dtype=torch.long))
+        loss = classification_loss(out.class_logits, labels)
+        return loss, {"loss": loss.item(), "train_cls": loss.item()}
+
+
 @dataclass
 class Distributed:
     rank: int = 0
@@ -168,8 +227,7 @@ class Trainer:
             self.optimizer,
             lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / self.total_steps))),
         )
-        self.theta_e = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and _is_theta_e(n)]
-        self.view = _TrainView(self.model)
+        self.objective = MetaObjective(self.model, request)
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _build_model(self) -> GMDF:
@@ -230,56 +288,22 @@ class Trainer:
             self._report_bad(bad)
         return images, labels, mask
 
-    def _losses(
-        self, out: Any, images: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        return {
-            "sis": domain_class_contrastive_loss(out.prompt_logits, domain, labels),
-            "cls": classification_loss(out.class_logits, labels),
-            "mim": mim_loss(out.token_logits, self.model.tokenizer(images), mask),
-        }
-
     def meta_step(self) -> dict[str, float]:
         domains = self.req.domains
         pick = int(torch.randint(len(domains), (1,), generator=self.gen)) if len(domains) > 1 else -1
         draws = {d: self.sampler.draw(d, self.per_domain) for d in domains}
-        tr_parts = [(self._batch(draws[d]), i + 1) for i, d in enumerate(domains) if i != pick]
-        x_tr = torch.cat([b[0] for b, _ in tr_parts])
-        y_tr = torch.cat([b[1] for b, _ in tr_parts])
-        m_tr = torch.cat([b[2] for b, _ in tr_parts])
-        d_tr = torch.cat([torch.full((len(b[1]),), idx, dtype=torch.long) for b, idx in tr_parts])
-        out_tr = self.model.forward_train(x_tr, d_tr, m_tr)
-        tr = self._losses(out_tr, x_tr, d_tr, y_tr, m_tr)
-        total = tr["cls"] + tr["sis"] + self.req.mim_weight * tr["mim"]
-        logs = {f"train_{k}": v.item() for k, v in tr.items()}
-        if pick >= 0:
-            params = [p for _, p in self.theta_e]
-            grads = torch.autograd.grad(
-                tr["cls"], params, create_graph=self.req.second_order, retain_graph=True, allow_unused=True
-            )
-            fast = {
-                f"model.{name}": p - self.req.inner_learning_rate * (g if self.req.second_order else g.detach())
-                for (name, p), g in zip(self.theta_e, grads, strict=True)
-                if g is not None
-            }
-            x_te, y_te, m_te = self._batch(draws[domains[pick]])
-            d_te = torch.zeros(len(y_te), dtype=torch.long)  # the meta-test domain plays an unseen one
-            out_te = functional_call(self.view, fast, (x_te, d_te, m_te), strict=False)
-            te = self._losses(out_te, x_te, d_te, y_te, m_te)
-            align = domain_alignment_loss(out_tr.features, out_te.features)
-            total = total + te["sis"] + te["cls"] + self.req.mim_weight * te["mim"] + self.req.align_weight * align
-            logs.update({f"test_{k}": v.item() for k, v in te.items()}, align=align.item())
+        train_parts = [(self._batch(draws[d]), i + 1) for i, d in enumerate(domains) if i != pick]
+        test_part = self._batch(draws[domains[pick]]) if pick >= 0 else None
+        total, logs = self.objective.meta(train_parts, test_part)
         self._apply(total)
-        logs["loss"] = total.item()
         return logs
 
     def baseline_step(self) -> dict[str, float]:
         crops = [c for d in self.req.domains for c in self.sampler.draw(d, self.per_domain)]
         images, labels, _ = self._batch(crops)
-        out = self.model.forward_train(images, torch.zeros(len(labels), dtype=torch.long))
-        loss = classification_loss(out.class_logits, labels)
+        loss, logs = self.objective.baseline(images, labels)
         self._apply(loss)
-        return {"loss": float(loss), "train_cls": float(loss)}
+        return logs
 
     def _apply(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
