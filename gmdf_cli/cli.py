@@ -14,6 +14,7 @@ from rich.table import Table
 from . import __version__
 from .errors import EXIT_FAILURE, GMDFError
 from .model import CONFIGS
+from .progress import progress_bar
 
 err = Console(stderr=True, highlight=False)
 
@@ -371,8 +372,6 @@ def train(
     threads: int | None,
 ) -> None:
     """Train GM-DF on several source domains with meta-learning (torchrun for several processes)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from .train.loop import Trainer, TrainRequest, load_request
 
     if resume is not None:
@@ -399,16 +398,7 @@ def train(
             pretrained=None if pretrained == "none" else pretrained,
         )
     trainer = Trainer(request, err)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not trainer.dist.main,
-    ) as progress:
+    with progress_bar(err, "steps", disable=not trainer.dist.main) as progress:
         summary = trainer.fit(progress)
     if trainer.dist.main:
         table = Table(title=f"gmdf train: {summary['run']}", show_header=False)

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .. import __version__
 from ..data.faces import load_detector
 from ..data.media import Sampling, discover
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
+from ..progress import progress_bar
 from ..weights import DEFAULT_WEIGHTS, load_weights
 from .report import CsvWriter, html_report, write_artifacts, write_json
 from .scan import DEFAULT_THRESHOLD, FileResult, Scanner, ScanOptions, environment, now
@@ -112,16 +112,7 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
     )
     scanner = Scanner(model, detector, options)
     exit_code = EXIT_OK
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("frames"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = progress_bar(console, "frames")
     try:
         with progress:
             task = progress.add_task("scanning", total=None)

@@ -25,10 +25,10 @@ from typing import Any
 import cv2
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..errors import UsageError
 from ..fileio import atomic_path, write_text_atomic
+from ..progress import progress_bar
 from .datasets import LayoutOptions, Source, list_sources
 from .faces import Detector, crop_face, load_detector
 from .media import MediaError, MediaItem, Sampling, open_media, read_frames, read_image
@@ -174,18 +174,9 @@ def run_prepare(request: PrepareRequest, console: Console) -> dict[str, Any]:
     if len(todo) < len(sources):
         console.print(f"resuming: {len(sources) - len(todo)} of {len(sources)} sources already prepared")
     detector_args = (request.detector, request.detector_weights, request.det_size, request.out, request.frames)
-    progress = Progress(
-        TextColumn("[bold]preparing {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("videos"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = progress_bar(console, "videos")
     with progress:
-        task = progress.add_task(request.domain_name, total=len(todo))
+        task = progress.add_task(f"preparing {request.domain_name}", total=len(todo))
         if request.workers > 1 and len(todo) > 1:
             with multiprocessing.get_context("spawn").Pool(request.workers, _init_worker, detector_args) as pool:
                 for source, record in pool.imap_unordered(_work, todo):
