@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .data.faces import DETECTION_SIDE
 from .errors import EXIT_FAILURE, GMDFError
 from .model import CONFIGS
 from .progress import progress_bar
@@ -171,7 +172,7 @@ VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "no-face": "dim", "er
 @click.option(
     "--det-size",
     type=click.IntRange(min=64),
-    default=480,
+    default=DETECTION_SIDE,
     show_default=True,
     help="Longest side frames are shrunk to for face detection.",
 )
@@ -283,7 +284,7 @@ def scan(
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split.")
 @click.option("--detector", type=click.Choice(["retinaface", "retinaface-resnet50", "mtcnn"]), default="retinaface")
 @click.option("--detector-weights", type=click.Path(file_okay=False))
-@click.option("--det-size", type=click.IntRange(min=64), default=480, show_default=True)
+@click.option("--det-size", type=click.IntRange(min=64), default=DETECTION_SIDE, show_default=True)
 def prepare(
     layout: str,
     root: Path,
@@ -409,6 +410,132 @@ def train(
                 table.add_row(key, f"{value:.3f}")
         if summary["world_size"] > 1:
             table.add_row("processes", f"{summary['world_size']} (weights agree: {summary['ranks_agree']})")
+        err.print(table)
+
+
+@cli.command("eval")
+@click.argument("folder", required=False, type=click.Path(path_type=Path))
+@click.option("--weights", help="Weights to evaluate (zoo name, hf-hub:..., or a .safetensors path).")
+@click.option("--data", type=click.Path(path_type=Path), help="A prepared cache (instead of FOLDER).")
+@click.option("--domains", help="Comma-separated target domains in the cache.")
+@click.option("--split", default="test", show_default=True, help="Cache split to evaluate (train/val/test/all).")
+@click.option("--level", type=click.Choice(["frame", "video", "both"]), default="both", show_default=True)
+@click.option("--p-real", type=click.FloatRange(0, 1), help="Prior of a real sample for M_EER (default: per domain).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="For ACC.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["multi-domain", "single-source"]),
+    help="Run one of the paper's protocols end to end (train, then evaluate) on --data.",
+)
+@click.option(
+    "--config",
+    "config_name",
+    type=click.Choice(sorted(CONFIGS)),
+    default="vit-tiny",
+    show_default=True,
+    help="--protocol: model config to train.",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True, help="--protocol: epochs.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=32, show_default=True, help="FOLDER: frames per video.")
+@click.option("--detector-weights", type=click.Path(file_okay=False), help="FOLDER: RetinaFace weights folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON on stdout.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="metrics.json, metrics.md, ROC curves (with --protocol: the runs and results).",
+)
+def eval_command(
+    folder: Path | None,
+    weights: str | None,
+    data: Path | None,
+    domains: str | None,
+    split: str,
+    level: str,
+    p_real: float | None,
+    threshold: float,
+    protocol: str | None,
+    config_name: str,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    frames: int,
+    detector_weights: str | None,
+    as_json: bool,
+    out: Path | None,
+) -> None:
+    """AUC / ACC / EER / AP per domain and M_EER, frame- and video-level, as in the paper.
+
+    \b
+    gmdf eval --weights W --data CACHE --domains dfdc,wdf       a prepared cache
+    gmdf eval --weights W FOLDER                                FOLDER/real and FOLDER/fake, scanned
+    gmdf eval --protocol multi-domain --data CACHE --out RUN    train + evaluate, resumable
+    """
+    from .analysis import evaluate as ev
+
+    if protocol:
+        from .train.loop import TrainRequest
+        from .train.protocols import results_table, run_protocol
+
+        if data is None or out is None:
+            raise click.UsageError("--protocol needs --data CACHE and --out RUN")
+        template = TrainRequest(
+            domains=[],
+            data=str(data),
+            out=str(out),
+            config=config_name,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            pretrained="default",
+        )
+        summary = run_protocol(protocol, data, out, template, err, split, p_real)
+        if as_json:
+            _emit_json(summary["results"])
+        err.print(results_table(summary))
+        return
+    if weights is None:
+        from .weights import DEFAULT_WEIGHTS
+
+        if DEFAULT_WEIGHTS is None:
+            raise click.UsageError("pass --weights (no default detector is shipped yet)")
+        weights = DEFAULT_WEIGHTS
+    from .weights import load_weights
+
+    model, _, _ = load_weights(weights)
+    if data is not None:
+        if not domains:
+            raise click.UsageError("--data needs --domains")
+        names = [d.strip() for d in domains.split(",") if d.strip()]
+        scored = ev.score_cache(model, data, names, split, err)
+    elif folder is not None:
+        scored, unusable = ev.score_folder(model, folder, err, detector_weights=detector_weights, frames=frames)
+        for line in unusable:
+            err.print(f"[yellow]left out:[/] {line}", soft_wrap=True, highlight=False)
+    else:
+        raise click.UsageError("give a FOLDER with real/ and fake/, or --data CACHE --domains ...")
+    levels = ["frame", "video"] if level == "both" else [level]
+    reports = [ev.metrics_report(scored, lv, p_real, threshold) for lv in levels]
+    if out is not None:
+        ev.write_outputs(out, reports, scored)
+    if as_json:
+        _emit_json(ev.json_payload(reports))
+    for report in reports:
+        table = Table(
+            "domain",
+            "AUC",
+            "ACC",
+            "EER",
+            "AP",
+            "real",
+            "fake",
+            title=f"{report['level']}-level, M_EER {report['m_eer']:.4f}",
+        )
+        for name, m in report["domains"].items():
+            table.add_row(
+                name, *(f"{m[k]:.4f}" for k in ("auc", "acc", "eer", "ap")), str(m["n_real"]), str(m["n_fake"])
+            )
         err.print(table)
 
 

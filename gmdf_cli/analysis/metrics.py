@@ -6,7 +6,7 @@ Labels: 1 = fake (the positive class), 0 = real. Scores: P(fake).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +61,7 @@ def detection_metrics(labels: Sequence[int], scores: Sequence[float], threshold:
     return out
 
 
-def m_eer(per_domain: dict[str, tuple[Sequence[int], Sequence[float]]], p_real: float | None = None) -> float:
+def m_eer(per_domain: Mapping[str, tuple[Sequence[int], Sequence[float]]], p_real: float | None = None) -> float:
     """Journal eq. 13: for each target domain i, ``M^i = P_real^i * FRR^i + (1 - P_real^i) * FAR^i`` at the
     threshold where FRR = FAR; M_EER is the maximum over domains. ``p_real`` is the prior of a real sample
     (default: each domain's own share of real samples)."""

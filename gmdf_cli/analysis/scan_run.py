@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from .. import __version__
-from ..data.faces import load_detector
+from ..data.faces import DETECTION_SIDE, load_detector
 from ..data.media import Sampling, discover
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..progress import progress_bar
@@ -30,7 +30,7 @@ class ScanRequest:
     threshold: float | None = None
     detector: str = "retinaface"
     detector_weights: str | None = None
-    det_size: int = 480
+    det_size: int = DETECTION_SIDE
     max_faces: int = 8
     out: Path | None = None
     csv: Path | None = None

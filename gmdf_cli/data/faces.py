@@ -24,6 +24,8 @@ RETINAFACE_FILES = {
 }
 DETECTORS = (*RETINAFACE_FILES, "mtcnn")
 CROP_SCALE = 1.3
+DETECTION_SIDE = 480
+"""Longest side a video frame is shrunk to before face detection (the default of every command)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class RetinaFaceDetector:
     """facexlib's RetinaFace, run on the frame downscaled to ``max_side`` (faces in forensic footage are large; the
     detector's cost grows with pixels). frame (H, W, 3) BGR uint8 -> faces in full-frame coordinates."""
 
-    def __init__(self, name: str, weights_dir: Path, max_side: int = 640, threshold: float = 0.8) -> None:
+    def __init__(self, name: str, weights_dir: Path, max_side: int = DETECTION_SIDE, threshold: float = 0.8) -> None:
         from facexlib.detection import init_detection_model
 
         model_name, filename = RETINAFACE_FILES[name]
@@ -76,7 +78,7 @@ class MTCNNDetector:
     """MTCNN from facenet-pytorch, whose weights ship inside the installed package: the detector of last resort
     when no RetinaFace weights can be found or downloaded."""
 
-    def __init__(self, max_side: int = 640, threshold: float = 0.9) -> None:
+    def __init__(self, max_side: int = DETECTION_SIDE, threshold: float = 0.9) -> None:
         import facenet_pytorch
         from facenet_pytorch import MTCNN
 
@@ -107,7 +109,7 @@ def facexlib_weights_dir() -> Path:
 
 
 def load_detector(
-    name: str = "retinaface", weights_dir: str | Path | None = None, max_side: int = 640
+    name: str = "retinaface", weights_dir: str | Path | None = None, max_side: int = DETECTION_SIDE
 ) -> tuple[Detector, str | None]:
     """The face detector, resolved in order: ``weights_dir``, ``$GMDF_DETECTOR_WEIGHTS``, facexlib's own cache,
     then facexlib's download. When none works, MTCNN (shipped inside facenet-pytorch) is used instead; the second

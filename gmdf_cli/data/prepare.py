@@ -30,7 +30,7 @@ from ..errors import UsageError
 from ..fileio import atomic_path, write_text_atomic
 from ..progress import progress_bar
 from .datasets import LayoutOptions, Source, list_sources
-from .faces import Detector, crop_face, load_detector
+from .faces import DETECTION_SIDE, Detector, crop_face, load_detector
 from .media import MediaError, MediaItem, Sampling, open_media, read_frames, read_image
 
 INDEX_FIELDS = ("domain", "split", "video_id", "label", "frame", "path", "identity")
@@ -47,7 +47,7 @@ class PrepareRequest:
     workers: int = 1
     detector: str = "retinaface"
     detector_weights: str | None = None
-    det_size: int = 480
+    det_size: int = DETECTION_SIDE
     compression: str = "c23"
     group_by: str | None = None
     json_file: Path | None = None

@@ -1,0 +1,62 @@
+"""A prepared cache (made by `gmdf prepare`) read back: the index rows and their crops as model input."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from .faces import to_model_input
+
+
+@dataclass(frozen=True)
+class Crop:
+    domain: str
+    split: str
+    video_id: str
+    label: int
+    frame: int
+    path: Path
+
+
+def read_index(cache: Path) -> list[Crop]:
+    index = cache / "index.csv"
+    if not cache.is_dir():
+        raise UsageError(f"cache folder not found: {cache} (make it with `gmdf prepare`)")
+    if not index.is_file():
+        raise UsageError(f"no index.csv in {cache}: run `gmdf prepare --out {cache}` first")
+    with index.open(newline="") as fh:
+        rows = [
+            Crop(r["domain"], r["split"], r["video_id"], int(r["label"]), int(r["frame"]), cache / r["path"])
+            for r in csv.DictReader(fh)
+        ]
+    if not rows:
+        raise UsageError(f"{index} is empty: no face crops were prepared")
+    return rows
+
+
+def load_batch(
+    crops: list[Crop], size: int, flip: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    """Crops -> (images (B', 3, size, size) CLIP-normalised, labels (B',), unreadable paths). ``flip`` (B,) bool
+    mirrors some. A corrupt crop is left out (B' < B) and reported, not fatal."""
+    images, labels, bad = [], [], []
+    for i, crop in enumerate(crops):
+        image = cv2.imread(str(crop.path), cv2.IMREAD_COLOR)
+        if image is None:
+            bad.append(crop.path)
+            continue
+        if image.shape[0] != size:
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        if flip is not None and bool(flip[i]):
+            image = image[:, ::-1]
+        images.append(np.ascontiguousarray(image))
+        labels.append(crop.label)
+    if not images:
+        raise UsageError(f"no readable crops in a batch (e.g. {bad[0]}): the cache is damaged; run prepare again")
+    return to_model_input(images), torch.tensor(labels, dtype=torch.long), bad
