@@ -1,0 +1,142 @@
+"""Degradations at five severities, following DeeperForensics-1.0's perturbation definitions (Jiang et al. 2020).
+
+Every function takes and returns a BGR uint8 image (H, W, 3). ``rng`` makes the random ones reproducible.
+Video compression is different: the whole file is re-encoded with H.264 at a CRF (``encode_h264``), as footage on
+the web is; a still image is re-encoded as JPEG instead, at the qualities in ``JPEG_QUALITY``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+LEVELS: dict[str, tuple[float, ...]] = {
+    "saturation": (0.4, 0.3, 0.2, 0.1, 0.0),  # chroma scale in YCbCr
+    "contrast": (0.85, 0.725, 0.6, 0.475, 0.35),  # pixel scale
+    "block": (16, 32, 48, 64, 80),  # grey 8x8 blocks per 256 pixels of the shorter side
+    "noise": (0.001, 0.002, 0.005, 0.01, 0.05),  # variance of Gaussian noise in YCbCr / 255
+    "blur": (7, 9, 13, 17, 21),  # Gaussian kernel size, sigma = size / 6
+    "pixelation": (2, 3, 4, 5, 6),  # downscale factor
+    "compression": (30, 32, 35, 38, 40),  # H.264 CRF for videos
+}
+JPEG_QUALITY = (75, 60, 45, 30, 15)
+"""Still images: "compression" level 1..5 is a JPEG re-encoding at these qualities (DeeperForensics defines only the
+video CRFs; these span mild to heavy web recompression)."""
+CORRUPTIONS = tuple(LEVELS)
+
+
+def param(name: str, level: int) -> float:
+    if name not in LEVELS:
+        raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
+    if not 1 <= level <= 5:
+        raise ValueError(f"severity level must be 1..5, got {level}")
+    return LEVELS[name][level - 1]
+
+
+def saturation(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """In YCbCr scaled to [0, 1]: Cb, Cr = 0.5 + (c - 0.5) * p (p = 0 leaves no chroma)."""
+    ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32) / 255.0
+    ycc[..., 1:] = 0.5 + (ycc[..., 1:] - 0.5) * p
+    return cv2.cvtColor(np.clip(ycc * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR)
+
+
+def contrast(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """pixel * p."""
+    return np.clip(image.astype(np.float32) * p + 0.5, 0, 255).astype(np.uint8)
+
+
+def block(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """p * (min(h, w) // 256) grey (128) 8x8 blocks at random places on the full frame."""
+    out = image.copy()
+    h, w = image.shape[:2]
+    count = int(p) * (min(h, w) // 256)
+    for _ in range(count):
+        y, x = int(rng.integers(0, max(1, h - 8))), int(rng.integers(0, max(1, w - 8)))
+        out[y : y + 8, x : x + 8] = 128
+    return out
+
+
+def noise(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """In YCbCr / 255 add sqrt(p) * N(0, 1) to every channel."""
+    ycc = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb).astype(np.float32) / 255.0
+    ycc += np.sqrt(p) * rng.standard_normal(ycc.shape).astype(np.float32)
+    return cv2.cvtColor(np.clip(ycc * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2BGR)
+
+
+def blur(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian blur, kernel p x p, sigma p / 6."""
+    k = int(p)
+    return cv2.GaussianBlur(image, (k, k), k / 6)
+
+
+def pixelation(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Downscale by p (area), upscale back (nearest)."""
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w / p)), max(1, round(h / p))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+    if decoded is None:
+        raise RuntimeError("JPEG re-encoding failed")
+    return decoded
+
+
+IMAGE_FUNCTIONS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
+    "saturation": saturation,
+    "contrast": contrast,
+    "block": block,
+    "noise": noise,
+    "blur": blur,
+    "pixelation": pixelation,
+}
+
+
+def corrupt_image(image: np.ndarray, name: str, level: int, rng: np.random.Generator) -> np.ndarray:
+    """One image (a frame, a still, or a face crop) at severity ``level``; "compression" is JPEG here."""
+    if name == "compression":
+        param(name, level)
+        return jpeg(image, JPEG_QUALITY[level - 1], rng)
+    return IMAGE_FUNCTIONS[name](image, param(name, level), rng)
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def h264_command(source: Path, target: Path, crf: float) -> list[str]:
+    return [
+        ffmpeg_exe(),
+        "-v",
+        "error",
+        "-y",
+        "-i",
+        str(source),
+        "-an",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        f"{crf:g}",
+        "-pix_fmt",
+        "yuv420p",
+        str(target),
+    ]
+
+
+def encode_h264(source: Path, target: Path, level: int) -> Path:
+    """Re-encode a whole video with libx264 at the level's CRF (the encoder ships inside imageio-ffmpeg)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(h264_command(source, target, param("compression", level)), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"H.264 re-encoding failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+    return target
