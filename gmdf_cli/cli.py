@@ -274,7 +274,11 @@ def scan(
 @click.option("--frames", type=click.IntRange(min=1), default=32, show_default=True, help="Frames per video.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--compression", default="c23", show_default=True, help="FaceForensics++ quality folder.")
-@click.option("--group-by", help="folder layout: regex whose first match in a file name is the identity.")
+@click.option(
+    "--group-by",
+    help="folder layout: regex whose first match in a file's path below real/ or fake/ is "
+    "the identity, e.g. 'id[0-9]+' or '^[^/]+' (its first folder).",
+)
 @click.option(
     "--json",
     "json_file",
@@ -635,6 +639,51 @@ def robustness(
         table.add_row(name, clean, *(fmt(per[str(x)]["auc"]) for x in lv), fmt(summary["average"][name]))
     err.print(table)
     err.print(f"report: {out}/robustness.md, auc_vs_severity.png, contact_sheet.png")
+
+
+@cli.command()
+@click.option(
+    "--root",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Real footage: videos, images or folders of them.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--kind", "kinds", type=click.Choice(["sbi", "cross", "both"]), default="both", show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per video.")
+@click.option("--per-frame", type=click.IntRange(min=1), default=1, show_default=True, help="Fakes of each kind.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--detector-weights", type=click.Path(file_okay=False), help="RetinaFace weights folder.")
+def synth(
+    root: Path, out: Path, kinds: str, frames: int, per_frame: int, seed: int, detector_weights: str | None
+) -> None:
+    """Make fakes from real faces: self-blended images (sbi) and cross-identity blends (cross).
+
+    The output (OUT/real/<source>/..., OUT/fake/<source>/...) is a folder dataset for `gmdf prepare --domain folder
+    --group-by '^[^/]+'`, so each source's real frames and fakes share a split.
+    """
+    from .data.synth import KINDS, SynthRequest, run_synth
+
+    summary = run_synth(
+        SynthRequest(
+            root=root,
+            out=out,
+            kinds=KINDS if kinds == "both" else (kinds,),
+            frames=frames,
+            per_frame=per_frame,
+            seed=seed,
+            detector_weights=detector_weights,
+        ),
+        err,
+    )
+    table = Table(title=f"gmdf synth: {out}", show_header=False)
+    table.add_row("sources", str(summary["sources"]))
+    for key, n in summary["written"].items():
+        table.add_row(key, str(n))
+    for path, why in summary["skipped"].items():
+        table.add_row("skipped", f"{path}: {why}")
+    table.add_row("next", summary["prepare"])
+    err.print(table)
 
 
 def main() -> None:

@@ -45,7 +45,8 @@ class LayoutOptions:
     test_fraction: float = 0.1
     seed: int = 0
     group_by: str | None = None
-    """Folder layout: a regex whose first match in the file name is the identity (default: the file's stem)."""
+    """Folder layout: a regex whose first match in the file's path below real/ or fake/ is the identity
+    (default: the file's stem)."""
     json_file: Path | None = None
     methods: tuple[str, ...] = field(default_factory=tuple)
 
@@ -79,7 +80,7 @@ def folder_layout(root: Path, options: LayoutOptions) -> list[Source]:
         folder = _require(root / sub, f"the {sub}/ folder of {root}")
         for path in _media_under(folder):
             rel = path.relative_to(root).with_suffix("").as_posix()
-            match = pattern.search(path.name) if pattern else None
+            match = pattern.search(path.relative_to(folder).as_posix()) if pattern else None
             identity = match.group(0) if match else path.stem
             kind = "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
             sources.append(Source(options.domain, rel, label, hashed_split(identity, options), kind, path, identity))

@@ -1,0 +1,82 @@
+"""gmdf synth: self-blended and cross-identity fakes from real faces, ready for gmdf prepare."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.console import Console
+
+from gmdf_cli.data.prepare import PrepareRequest, run_prepare
+from gmdf_cli.data.synth import SynthRequest, cross_blend, run_synth, self_blend, soft_mask
+
+from .conftest import DETECTOR_WEIGHTS, run_gmdf
+
+QUIET = Console(stderr=True, quiet=True)
+ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
+BOX = (180.0, 60.0, 290.0, 205.0)
+DET = {"detector_weights": str(DETECTOR_WEIGHTS)} if DETECTOR_WEIGHTS.is_dir() else {"detector": "mtcnn"}
+
+
+def test_forgeries_change_the_face_region_only() -> None:
+    image = cv2.imread(str(ASTRONAUT))
+    rng = np.random.default_rng(0)
+    mask = soft_mask(image.shape[:2], BOX, rng)
+    assert mask.max() > 0.45 and mask[:40].max() == 0 and mask[:, 350:].max() == 0
+    outside = np.ones(image.shape[:2], bool)
+    outside[30:240, 150:320] = False  # the face box with a margin
+    for fake in (
+        self_blend(image, BOX, rng),
+        cross_blend(image, BOX, np.ascontiguousarray(image[:, ::-1]), (222.0, 60.0, 332.0, 205.0), rng),
+    ):
+        assert fake.shape == image.shape and fake.dtype == np.uint8
+        assert np.array_equal(fake[outside], image[outside])
+        assert np.abs(fake[80:180, 200:270].astype(int) - image[80:180, 200:270]).mean() > 2
+
+
+def test_synth_writes_a_folder_dataset_that_prepare_groups_by_source(tmp_path: Path) -> None:
+    real = tmp_path / "footage"
+    real.mkdir()
+    image = cv2.imread(str(ASTRONAUT))
+    cv2.imwrite(str(real / "anna.png"), image)
+    cv2.imwrite(str(real / "bert.jpg"), np.ascontiguousarray(image[:, ::-1]))
+    cv2.imwrite(str(real / "empty.png"), np.zeros((200, 200, 3), np.uint8))
+    out = tmp_path / "synth"
+    summary = run_synth(SynthRequest(root=real, out=out, per_frame=2, **DET), QUIET)
+    assert summary["written"] == {"real": 2, "sbi": 4, "cross": 4}
+    assert summary["skipped"] == {str(real / "empty.png"): "no face found"}
+    assert sorted(p.name for p in (out / "fake" / "anna").iterdir()) == [
+        "000000_cross0.png",
+        "000000_cross1.png",
+        "000000_sbi0.png",
+        "000000_sbi1.png",
+    ]
+    assert json.loads((out / "synth.json").read_text())["sources"] == 2
+
+    cache = tmp_path / "cache"
+    run_prepare(PrepareRequest(layout="folder", root=out, out=cache, group_by="^[^/]+", **DET), QUIET)
+    with (cache / "index.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["identity"] for r in rows} == {"anna", "bert"}
+    for identity in ("anna", "bert"):
+        mine = [r for r in rows if r["identity"] == identity]
+        assert len({r["split"] for r in mine}) == 1 and {r["label"] for r in mine} == {"0", "1"}
+
+
+def test_synth_cli_needs_two_sources_for_cross_blends(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    cv2.imwrite(str(tmp_path / "one" / "a.png"), cv2.imread(str(ASTRONAUT)))
+    out = run_gmdf(
+        "synth",
+        "--root",
+        str(tmp_path / "one"),
+        "--out",
+        str(tmp_path / "o"),
+        "--kind",
+        "cross",
+        *(["--detector-weights", str(DETECTOR_WEIGHTS)] if DETECTOR_WEIGHTS.is_dir() else []),
+    )
+    assert out.returncode == 2 and "at least two different files" in out.stderr
