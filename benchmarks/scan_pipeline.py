@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     video = args.video or next(iter(sorted(VIDEO.glob("*.mp4"))), None)
     if video is None or not video.is_file():
@@ -64,7 +65,8 @@ def main() -> None:
         model = build_model(get_config(args.config))
         path = save_checkpoint(model, Path(tmp) / "model.safetensors")
         del model
-        model, _, _ = load_weights(str(path))
+        model, _, _ = load_weights(str(path), precision=args.precision)
+        dtype = next(model.parameters()).dtype
         detector, _ = load_detector("retinaface", SHARED / "weights")
         options = ScanOptions(Sampling(frames=args.frames), batch_size=args.batch, keep_crops=0)
         item = MediaItem(video, "video")
@@ -87,7 +89,7 @@ def main() -> None:
         def model_only() -> None:
             with torch.inference_mode():
                 for start in range(0, faces, args.batch):
-                    model.predict(to_model_input(crops[start : start + args.batch]))
+                    model.predict(to_model_input(crops[start : start + args.batch]).to(dtype))
 
         times: dict[str, list[float]] = {"pipeline": [], "model only": []}
         for _ in range(args.rounds):
@@ -98,7 +100,8 @@ def main() -> None:
         rates = {name: faces / min(ts) for name, ts in times.items()}
         print(
             f"video {video.name}: {args.frames} sampled frames, {faces} faces, config {args.config}, "
-            f"batch {args.batch}, {torch.get_num_threads()} threads, best of {args.rounds} interleaved rounds"
+            f"batch {args.batch}, {args.precision}, {torch.get_num_threads()} threads, "
+            f"best of {args.rounds} interleaved rounds"
         )
         for name, rate in rates.items():
             print(f"  {name:11s} {rate:6.2f} faces/s")
@@ -118,6 +121,8 @@ def main() -> None:
             str(args.frames),
             "--batch-size",
             str(args.batch),
+            "--precision",
+            args.precision,
         ]
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)

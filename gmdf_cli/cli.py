@@ -186,6 +186,13 @@ VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "no-face": "dim", "er
 )
 @click.option("--heatmaps", is_flag=True, help="With --out: Grad-CAM overlays of the most suspicious faces.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: half the memory and much faster on CPUs with native bf16; scores differ by ~1e-3.",
+)
 def scan(
     paths: tuple[str, ...],
     weights: str | None,
@@ -205,6 +212,7 @@ def scan(
     out: Path | None,
     heatmaps: bool,
     threads: int | None,
+    precision: str,
 ) -> None:
     """Tell whether the faces in videos, images or folders of them are deepfakes.
 
@@ -239,6 +247,7 @@ def scan(
         out=out,
         csv=csv_path,
         heatmaps=heatmaps,
+        precision=precision,
     )
     outcome = run_scan(request, err)
     if as_json:

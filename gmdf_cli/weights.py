@@ -216,6 +216,7 @@ def load_checkpoint(
     expect: GMDFConfig | None = None,
     device: str | torch.device = "cpu",
     inference: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[GMDF, dict[str, str]]:
     """Rebuild the model from the config stored in the file and load its tensors (no unpickling, ever).
 
@@ -250,17 +251,28 @@ def load_checkpoint(
     if missing or unexpected:
         detail = (f"missing {missing[:3]}" if missing else "") + (f" unexpected {unexpected[:3]}" if unexpected else "")
         raise WeightsError(f"{path} does not match its own config {cfg.name!r}: {detail.strip()}")
+
+    def checked(tensor: torch.Tensor, key: str) -> torch.Tensor:
+        if tensor.shape != own[key].shape:
+            raise WeightsError(
+                f"{path}: tensor {key} has shape {tuple(tensor.shape)}, the config wants {tuple(own[key].shape)}"
+            )
+        return tensor
+
     state = {}
-    with safe_open(str(path), framework="pt") as fh:
-        for key in own:
-            tensor = fh.get_tensor(key)
-            if tensor.shape != own[key].shape:
-                raise WeightsError(
-                    f"{path}: tensor {key} has shape {tuple(tensor.shape)}, the config wants {tuple(own[key].shape)}"
-                )
-            state[key] = tensor.to(own[key].dtype)
+    if dtype == torch.float32:  # zero-copy views of one mapping: paged in lazily, shared with the page cache
+        with safe_open(str(path), framework="pt") as fh:
+            for key in own:
+                state[key] = checked(fh.get_tensor(key), key).to(own[key].dtype)
+    else:  # converting: one short-lived mapping per tensor and owned copies, so the file's pages never all sit
+        for key in own:  # in memory beside the converted weights
+            with safe_open(str(path), framework="pt") as fh:
+                tensor = checked(fh.get_tensor(key), key)
+            wanted = dtype if own[key].is_floating_point() else own[key].dtype
+            state[key] = tensor.to(wanted) if tensor.dtype != wanted else tensor.clone()
+            del tensor
     model.load_state_dict(state, assign=lean)
-    model.to(device)
+    model.to(device=device, dtype=dtype)
     model.train(False)
     return model, meta
 
@@ -269,11 +281,17 @@ def _shape_fields(cfg: GMDFConfig) -> str:
     return cfg.replace(name="-").to_json()
 
 
-def load_weights(spec: str, device: str | torch.device = "cpu") -> tuple[GMDF, ResolvedWeights, dict[str, str]]:
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def load_weights(
+    spec: str, device: str | torch.device = "cpu", precision: str = "fp32"
+) -> tuple[GMDF, ResolvedWeights, dict[str, str]]:
     """Resolve a ``--weights`` value and load the model ready for inference (no text tower), with the file's
-    metadata (which may carry a calibrated decision ``threshold``)."""
+    metadata (which may carry a calibrated decision ``threshold``). ``precision`` ``bf16`` loads the weights
+    straight into bfloat16: half the memory, and much faster on CPUs with native bf16 (AVX512-BF16, AMX)."""
     resolved = resolve_weights(spec)
-    model, meta = load_checkpoint(resolved.path, device=device, inference=True)
+    model, meta = load_checkpoint(resolved.path, device=device, inference=True, dtype=PRECISIONS[precision])
     model.drop_text_tower()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -35,6 +35,14 @@ def test_save_load_local_path_gives_identical_outputs(tiny_model, tmp_path: Path
     torch.testing.assert_close(model.predict(IMAGES), tiny_model.predict(IMAGES), rtol=1e-4, atol=1e-7)
 
 
+def test_bf16_inference_loads_straight_into_bfloat16(tiny_model, tmp_path: Path) -> None:
+    path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
+    model, _, _ = load_weights(str(path), precision="bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    scores = model.predict(IMAGES.to(torch.bfloat16)).float()
+    torch.testing.assert_close(scores, tiny_model.predict(IMAGES), atol=0.03, rtol=0)
+
+
 def test_inference_export_without_text_tower_in_fp16(tiny_model, tmp_path: Path) -> None:
     full = save_checkpoint(tiny_model, tmp_path / "full.safetensors")
     small = save_checkpoint(tiny_model, tmp_path / "small.safetensors", half=True, text_tower=False)

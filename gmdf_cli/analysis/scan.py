@@ -190,14 +190,15 @@ class Scanner:
         self.detector = detector
         self.options = options
         self.size = model.config.vision.image_size
+        self.dtype = next(model.parameters()).dtype
         self.queue: list[_Pending] = []
 
     def _flush(self) -> None:
         if not self.queue:
             return
-        batch = to_model_input([p.crop for p in self.queue])
+        batch = to_model_input([p.crop for p in self.queue]).to(self.dtype)
         with torch.inference_mode():
-            scores = self.model.predict(batch).tolist()
+            scores = self.model.predict(batch).float().tolist()
         for pending, score in zip(self.queue, scores, strict=True):
             pending.face.score = float(score)
             keep = self.options.keep_crops

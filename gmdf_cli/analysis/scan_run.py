@@ -3,6 +3,7 @@ Whatever happens (a bad file, Ctrl-C), results already computed are written."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class ScanRequest:
     csv: Path | None = None
     heatmaps: bool = False
     heatmap_faces: int = 8
+    precision: str = "fp32"
 
     def parameters(self) -> dict[str, Any]:
         params = asdict(self)
@@ -55,7 +57,7 @@ def _heatmaps_for(model: Any, result: FileResult, faces: int) -> dict[str, Any] 
     chosen = result.suspicious[:faces]
     if not chosen:
         return None
-    maps = gradcam_maps(model, [s.crop for s in chosen])
+    maps = gradcam_maps(model, [s.crop for s in chosen])  # Grad-CAM wants fp32 (see run_scan)
     overlays = [overlay(s.display, m) for s, m in zip(chosen, maps, strict=True)]
     captions = [f"{s.score:.2f} t{s.track} " + (f"{s.time:.1f}s" if result.kind == "video" else "") for s in chosen]
     return {"overlays": overlays, "sheet": contact_sheet(overlays, captions)}
@@ -71,7 +73,10 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
     for path in found.skipped:
         console.print(f"[dim]skipped {path}: not an image or video[/]", soft_wrap=True)
 
-    model, resolved, meta = load_weights(spec)
+    model, resolved, meta = load_weights(spec, precision=request.precision)
+    cam_model = model
+    if request.heatmaps and request.precision != "fp32":  # Grad-CAM works in fp32: a float copy explains
+        cam_model = copy.deepcopy(model).float()
     threshold = request.threshold if request.threshold is not None else float(meta.get("threshold", DEFAULT_THRESHOLD))
     detector, fallback = load_detector(request.detector, request.detector_weights, request.det_size)
     if fallback:
@@ -129,7 +134,7 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
                     csv_writer.add(result)
                 if request.out is not None:
                     index = len(results) - 1
-                    heat = _heatmaps_for(model, result, request.heatmap_faces) if request.heatmaps else None
+                    heat = _heatmaps_for(cam_model, result, request.heatmap_faces) if request.heatmaps else None
                     images[index] = write_artifacts(request.out, index, result, heat)
     except KeyboardInterrupt:
         report["interrupted"] = True
