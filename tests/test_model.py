@@ -23,16 +23,19 @@ from gmdf_cli.model import (
 from .conftest import perturbed
 
 
-@pytest.mark.parametrize("name", ["vit-tiny", "vit-b-16"])
+@pytest.mark.parametrize("name", ["vit-tiny", "vit-b-16", "cnn-small"])
 def test_fresh_gmdf_reproduces_clip_image_features(name: str) -> None:
     cfg = get_config(name)
     torch.manual_seed(1)
     clip = build_clip(cfg)
-    with torch.no_grad():  # non-trivial LayerNorms, so DNorm's reuse of gamma0/beta0 is really tested
+    with torch.no_grad():  # non-trivial norms, so DNorm's reuse of gamma0/beta0 (and BN statistics) is tested
         for m in clip.modules():
-            if isinstance(m, nn.LayerNorm):
+            if isinstance(m, nn.LayerNorm | nn.BatchNorm2d):
                 m.weight.normal_(1.0, 0.2)
                 m.bias.normal_(0.0, 0.2)
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
     reference = copy.deepcopy(clip)
     model = build_model(cfg, clip=clip)
     images = torch.randn(2, 3, cfg.vision.image_size, cfg.vision.image_size)
@@ -180,3 +183,24 @@ def test_backbone_loads_through_open_clips_pretrained_mechanism(tmp_path) -> Non
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model.encode_image(images, normalize=False), source.encode_image(images))
+
+
+def test_conv_tower_masks_pixels_before_the_stem_and_routes_by_domain() -> None:
+    cfg = get_config("cnn-small")
+    torch.manual_seed(2)
+    model = perturbed(build_model(cfg))
+    images = torch.randn(2, 3, 128, 128)
+    mask = random_patch_mask(2, cfg.grid**2, 0.2, torch.Generator().manual_seed(0))
+    altered = images.clone()
+    for b in range(2):
+        for idx in mask[b].nonzero().flatten().tolist():
+            r, c = divmod(idx, cfg.grid)
+            altered[b, :, r * 16 : (r + 1) * 16, c * 16 : (c + 1) * 16] = torch.randn(3, 16, 16) * 4
+    with torch.no_grad():
+        a = model.forward_train(images, torch.tensor([1, 2]), mask)
+        b = model.forward_train(altered, torch.tensor([1, 2]), mask)
+        assert torch.equal(a.features, b.features) and a.token_logits is not None
+        assert a.token_logits.shape == (2, cfg.grid**2, cfg.mim_vocab)
+        assert (model.encode_image(images, 1) - model.encode_image(images, 2)).abs().max() > 1e-4
+    counts = model.parameter_counts()
+    assert counts["added"] <= 0.12 * counts["image_backbone"]

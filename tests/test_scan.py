@@ -208,6 +208,17 @@ def test_out_dir_with_heatmaps_writes_plot_heatmaps_and_html(weights: Path, tmp_
     assert html.count("data:image/png;base64,") == 2 and report["files"][0]["sha256"] in html
 
 
+def test_heatmaps_work_for_the_conv_tower() -> None:
+    from gmdf_cli.analysis.heatmaps import gradcam_maps
+
+    torch.manual_seed(0)
+    model = perturbed(build_model(get_config("cnn-small")))
+    model.drop_text_tower()
+    crop = crop_face(cv2.imread(str(ASTRONAUT)), FACE_BOX, 128)
+    maps = gradcam_maps(model, [crop, crop[:, ::-1].copy()])
+    assert maps.shape == (2, 128, 128) and maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
+
+
 def test_animated_webp_is_a_frame_sequence(weights: Path, tmp_path: Path) -> None:
     base = Image.open(ASTRONAUT).convert("RGB")
     frames = [base.rotate(angle) for angle in (0, 3, 6, 9, 12)]

@@ -25,7 +25,8 @@ def _tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
 def gradcam_maps(model: GMDF, crops: list[np.ndarray], batch_size: int = 8) -> np.ndarray:
     """Grad-CAM maps for BGR face crops (N, S, S, 3) -> (N, S, S) in [0, 1], explaining P(fake)."""
     maps = []
-    with GradCAM(model=model, target_layers=[model.visual.blocks[-1].ln_1], reshape_transform=_tokens_to_grid) as cam:
+    reshape = _tokens_to_grid if model.config.vision.kind == "vit" else None
+    with GradCAM(model=model, target_layers=[model.visual.cam_target()], reshape_transform=reshape) as cam:
         for start in range(0, len(crops), batch_size):
             chunk = crops[start : start + batch_size]
             inputs = to_model_input(chunk).requires_grad_(True)

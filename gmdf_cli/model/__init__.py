@@ -1,15 +1,18 @@
 """THE model module: configs, the GM-DF nn.Module and its parts, and its losses."""
 
 from .components import (
+    DomainBatchNorm,
     DomainClassPrompts,
     DomainExperts,
     DomainNorm,
     PatchTokenizer,
     SecondOrderAggregation,
+    StageAggregation,
     TextEncoder,
     random_patch_mask,
 )
 from .config import CONFIGS, WILDCARD, GMDFConfig, TextConfig, VisionConfig, get_config, scaled_agg_layers
+from .conv import GMDFBottleneck, GMDFConvImageEncoder
 from .gmdf import GMDF, GMDFBlock, GMDFImageEncoder, GMDFOutput, build_clip, build_model
 from .losses import (
     classification_loss,
@@ -23,15 +26,19 @@ __all__ = [
     "CONFIGS",
     "GMDF",
     "WILDCARD",
+    "DomainBatchNorm",
     "DomainClassPrompts",
     "DomainExperts",
     "DomainNorm",
     "GMDFBlock",
+    "GMDFBottleneck",
     "GMDFConfig",
+    "GMDFConvImageEncoder",
     "GMDFImageEncoder",
     "GMDFOutput",
     "PatchTokenizer",
     "SecondOrderAggregation",
+    "StageAggregation",
     "TextConfig",
     "TextEncoder",
     "VisionConfig",

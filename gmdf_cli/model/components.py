@@ -52,6 +52,52 @@ class DomainNorm(nn.Module):
         return normed * _domain_rows(gamma, x.dim()) + _domain_rows(beta, x.dim())
 
 
+class DomainBatchNorm(nn.Module):
+    """Eq. 2 for a convolutional tower: BatchNorm's statistics with a domain-conditioned affine,
+    ``BN(x) * (gamma0 + W_gamma c_d) + (beta0 + W_beta c_d)``. ``gamma0``/``beta0`` and the running statistics are
+    CLIP's own BatchNorm's; ``W_gamma``/``W_beta`` start at zero, so at initialisation this is that BatchNorm.
+
+    x: (B, C, H, W); c: (K,) or (B, K). Returns (B, C, H, W).
+    """
+
+    def __init__(self, bn: nn.BatchNorm2d, domain_dim: int) -> None:
+        super().__init__()
+        self.bn = bn
+        self.to_gamma = nn.Linear(domain_dim, bn.num_features, bias=False)
+        self.to_beta = nn.Linear(domain_dim, bn.num_features, bias=False)
+        nn.init.zeros_(self.to_gamma.weight)
+        nn.init.zeros_(self.to_beta.weight)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        bn = self.bn
+        use_batch = bn.training or bn.running_mean is None
+        normed = F.batch_norm(x, bn.running_mean, bn.running_var, None, None, use_batch, bn.momentum or 0.0, bn.eps)
+        gamma = bn.weight + self.to_gamma(c)
+        beta = bn.bias + self.to_beta(c)
+        shape = (1, -1, 1, 1) if c.dim() == 1 else (c.shape[0], -1, 1, 1)
+        return normed * gamma.view(shape) + beta.view(shape)
+
+
+class StageAggregation(nn.Module):
+    """The convolutional tower's counterpart of eq. 7-8: globally pooled features of middle stages, carried to the
+    pooled embedding through small adapters weighted by ``alpha_l`` (starting at 0).
+
+    pooled: (B, E); stages: list of (B, C_l). Returns (B, E).
+    """
+
+    def __init__(self, channels: list[int], out_dim: int, adapter_dim: int) -> None:
+        super().__init__()
+        self.adapters = nn.ModuleList(
+            nn.Sequential(nn.Linear(c, adapter_dim), nn.GELU(), nn.Linear(adapter_dim, out_dim)) for c in channels
+        )
+        self.alpha = nn.Parameter(torch.zeros(len(channels)))
+
+    def forward(self, pooled: torch.Tensor, stages: list[torch.Tensor]) -> torch.Tensor:
+        for alpha, adapter, s in zip(self.alpha, self.adapters, stages, strict=True):
+            pooled = pooled + alpha * adapter(s)
+        return pooled
+
+
 class DomainExperts(nn.Module):
     """Per-domain bottleneck experts (eq. 1) aggregated by scaled dot-product attention over experts (eq. 4-5).
 

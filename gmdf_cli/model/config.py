@@ -14,7 +14,9 @@ WILDCARD = "*"
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """open_clip ``CLIPVisionCfg`` subset that GM-DF supports (a plain pre-norm ViT with a class token)."""
+    """open_clip ``CLIPVisionCfg`` subset that GM-DF supports: a plain pre-norm ViT with a class token
+    (``kind="vit"``), or CLIP's modified ResNet with attention pooling (``kind="resnet"``, ``stage_layers``
+    bottlenecks per stage; ``patch_size`` is then the MIM patch, 16 = the third stage's stride)."""
 
     image_size: int = 224
     patch_size: int = 16
@@ -22,6 +24,8 @@ class VisionConfig:
     layers: int = 12
     head_width: int = 64
     mlp_ratio: float = 4.0
+    kind: str = "vit"
+    stage_layers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ class GMDFConfig:
     domain_dim: int = 16
     """Width of the domain embedding c_d that conditions DNorm (eq. 2) and the expert query."""
     agg_layers: tuple[int, ...] = (7, 8, 9)
-    """0-based blocks whose second-order features are aggregated (eq. 7-8); the paper's layers 8-10."""
+    """0-based blocks whose second-order features are aggregated (eq. 7-8); the paper's layers 8-10. For a ResNet
+    tower: 0-based stages whose pooled features are aggregated."""
     agg_adapter_dim: int = 32
     prompt_ctx: int = 4
     """Learnable tokens per domain embedding e_dom (eq. 9)."""
@@ -77,9 +82,15 @@ class GMDFConfig:
             raise ValueError("a GM-DF config needs at least one source domain")
         if len(set(self.domains)) != len(self.domains) or WILDCARD in self.domains:
             raise ValueError(f"domain names must be unique and not {WILDCARD!r}: {self.domains}")
-        bad = [i for i in self.agg_layers if not 0 < i < self.vision.layers]
+        if self.vision.kind not in ("vit", "resnet"):
+            raise ValueError(f"unknown vision tower kind {self.vision.kind!r}")
+        if self.vision.kind == "resnet" and len(self.vision.stage_layers) != 4:
+            raise ValueError("a ResNet tower needs stage_layers for its 4 stages")
+        depth = self.vision.layers if self.vision.kind == "vit" else 3
+        low = 1 if self.vision.kind == "vit" else 0
+        bad = [i for i in self.agg_layers if not low <= i < depth]
         if bad:
-            raise ValueError(f"agg_layers {bad} outside 1..{self.vision.layers - 1}")
+            raise ValueError(f"agg_layers {bad} outside {low}..{depth - 1}")
         if self.vision.image_size % self.vision.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
 
@@ -103,7 +114,7 @@ class GMDFConfig:
     @classmethod
     def from_json(cls, text: str) -> GMDFConfig:
         raw = json.loads(text)
-        raw["vision"] = VisionConfig(**raw["vision"])
+        raw["vision"] = VisionConfig(**{**raw["vision"], "stage_layers": tuple(raw["vision"].get("stage_layers", ()))})
         raw["text"] = TextConfig(**raw["text"])
         for key in ("domains", "agg_layers"):
             raw[key] = tuple(raw[key])
@@ -140,11 +151,34 @@ def _tiny() -> GMDFConfig:
     )
 
 
+def _cnn_small() -> GMDFConfig:
+    return GMDFConfig(
+        name="cnn-small",
+        embed_dim=256,
+        vision=VisionConfig(
+            image_size=128, patch_size=16, width=32, head_width=64, kind="resnet", stage_layers=(2, 2, 2, 2)
+        ),
+        text=TextConfig(context_length=32, width=128, heads=4, layers=3),
+        clip_model=None,
+        clip_pretrained=None,
+        expert_dim=16,
+        expert_attn_dim=16,
+        domain_dim=16,
+        agg_layers=(1, 2),
+        agg_adapter_dim=32,
+        prompt_ctx=4,
+        mim_vocab=256,
+    )
+
+
 CONFIGS: dict[str, GMDFConfig] = {
     "vit-b-16": GMDFConfig(name="vit-b-16", quick_gelu=True),
     "vit-tiny": _tiny(),
+    "cnn-small": _cnn_small(),
 }
-"""Registry of named model shapes. ``vit-b-16`` is the paper's; ``vit-tiny`` is for tests and CPU runs."""
+"""Registry of named model shapes. ``vit-b-16`` is the paper's; ``vit-tiny`` is for tests and CPU runs;
+``cnn-small`` is a CLIP-style ResNet tower (as in the journal version's ResNet backbones) that learns from little
+data on a CPU."""
 
 
 def get_config(name: str) -> GMDFConfig:

@@ -6,7 +6,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import open_clip
 import torch
@@ -24,6 +24,7 @@ from .components import (
     TextEncoder,
 )
 from .config import WILDCARD, GMDFConfig
+from .conv import GMDFConvImageEncoder
 
 Domain = int | torch.Tensor
 """A domain index for the whole batch (int) or per sample (LongTensor (B,)); 0 is the wildcard."""
@@ -92,6 +93,11 @@ class GMDFImageEncoder(nn.Module):
         nn.init.normal_(self.domain_embedding.weight, std=0.02)
         self.aggregation = SecondOrderAggregation(len(self.agg_layers), width, cfg.agg_adapter_dim)
         self.mask_token = nn.Parameter(torch.randn(width) * 0.02)
+        self.token_dim = width
+
+    def cam_target(self) -> nn.Module:
+        """Where Grad-CAM looks: the last block's first LayerNorm (its tokens, reshaped to the patch grid)."""
+        return cast(GMDFBlock, self.blocks[-1]).ln_1
 
     def domain_vector(self, domain: Domain) -> torch.Tensor:
         if isinstance(domain, int):
@@ -150,11 +156,15 @@ class GMDF(nn.Module):
         self.config = cfg
         backbone_ids = {id(p) for p in clip.parameters()}
         image_ids = {id(p) for p in clip.visual.parameters()}
-        self.visual = GMDFImageEncoder(clip.visual, cfg)
+        self.visual: GMDFImageEncoder | GMDFConvImageEncoder = (
+            GMDFConvImageEncoder(clip.visual, cfg)
+            if cfg.vision.kind == "resnet"
+            else GMDFImageEncoder(clip.visual, cfg)
+        )
         self.text: TextEncoder | None = TextEncoder(clip)
         ids, dom_slots, cls_slot, class_init = _prompt_template(cfg, clip.token_embedding)
         self.prompts = DomainClassPrompts(ids, dom_slots, cls_slot, class_init, cfg.num_domains, cfg.tau_base)
-        self.mim_head = nn.Linear(cfg.vision.width, cfg.mim_vocab)
+        self.mim_head = nn.Linear(self.visual.token_dim, cfg.mim_vocab)
         self.tokenizer = PatchTokenizer(cfg.vision.patch_size, cfg.mim_vocab, cfg.mim_tokenizer_dim, cfg.mim_seed)
         n_prompts = cfg.num_domains + 1
         self.register_buffer("text_features", torch.zeros(n_prompts, 2, cfg.embed_dim))
@@ -280,7 +290,7 @@ def _clip_shape(cfg: GMDFConfig) -> dict[str, Any]:
             "image_size": v.image_size,
             "patch_size": v.patch_size,
             "width": v.width,
-            "layers": v.layers,
+            "layers": list(v.stage_layers) if v.kind == "resnet" else v.layers,
             "head_width": v.head_width,
             "mlp_ratio": v.mlp_ratio,
         },

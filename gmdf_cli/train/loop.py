@@ -48,7 +48,7 @@ from ..model import (
 from ..weights import save_checkpoint
 from .data import BalancedSampler, Crop, load_batch, read_index, select
 
-DEFAULT_LR = {"vit-b-16": 3e-6, "vit-tiny": 1e-3}
+DEFAULT_LR = {"vit-b-16": 3e-6, "vit-tiny": 1e-3, "cnn-small": 1e-3}
 RESUME_FILE = "resume.safetensors"
 
 

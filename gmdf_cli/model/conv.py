@@ -1,0 +1,111 @@
+"""GM-DF on CLIP's modified ResNet tower (the journal version also runs GM-DF on CLIP ResNet backbones): a
+convolutional image encoder that learns from little data, carrying the same domain-conditioned normalisation,
+per-domain experts, middle-stage aggregation and masked image modelling as the ViT tower."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from open_clip.modified_resnet import Bottleneck, ModifiedResNet
+from torch import nn
+
+from .components import DomainBatchNorm, DomainExperts, StageAggregation
+from .config import GMDFConfig
+
+
+class GMDFBottleneck(nn.Module):
+    """CLIP's bottleneck with eq. 2 in place of its last BatchNorm and the experts of eq. 1, 4-5 on its output:
+    ``y = ReLU(DBN(conv3(...), c_d) + shortcut(x))``, ``out = y + Experts(tokens of y, c_d)``. With zero-initialised
+    modulation and expert scale it is exactly CLIP's block.
+
+    x: (B, C_in, H, W) -> (B, C_out, H / stride, W / stride).
+    """
+
+    def __init__(self, block: Bottleneck, cfg: GMDFConfig) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = block.conv1, block.bn1, block.act1
+        self.conv2, self.bn2, self.act2 = block.conv2, block.bn2, block.act2
+        self.avgpool, self.conv3, self.act3 = block.avgpool, block.conv3, block.act3
+        self.downsample = block.downsample
+        self.dnorm = DomainBatchNorm(block.bn3, cfg.domain_dim)
+        channels = block.bn3.num_features
+        self.experts = DomainExperts(channels, cfg.num_domains, cfg.expert_dim, cfg.expert_attn_dim, cfg.domain_dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.avgpool(self.act2(self.bn2(self.conv2(out))))
+        out = self.dnorm(self.conv3(out), c)
+        identity = self.downsample(x) if self.downsample is not None else x
+        out = self.act3(out + identity)
+        tokens = out.flatten(2).transpose(1, 2)  # (B, HW, C)
+        return out + self.experts(tokens, c).transpose(1, 2).reshape(out.shape)
+
+
+class GMDFConvImageEncoder(nn.Module):
+    """CLIP's modified ResNet with GM-DF's parts. images (B, 3, S, S), domain, patch_mask (B, (S/16)^2) ->
+    pooled features (B, E) and the third stage's positions as tokens (B, (S/16)^2, C_3) for the MIM head.
+    Masked 16x16 patches are painted with a learnt colour BEFORE the stem, so the encoder never sees them."""
+
+    def __init__(self, visual: nn.Module, cfg: GMDFConfig) -> None:
+        super().__init__()
+        if not isinstance(visual, ModifiedResNet):
+            raise ValueError(f"expected open_clip's ModifiedResNet, got {type(visual).__name__}")
+        self.stem = nn.Sequential(
+            visual.conv1,
+            visual.bn1,
+            visual.act1,
+            visual.conv2,
+            visual.bn2,
+            visual.act2,
+            visual.conv3,
+            visual.bn3,
+            visual.act3,
+            visual.avgpool,
+        )
+        self.stages = nn.ModuleList(
+            nn.ModuleList(GMDFBottleneck(b, cfg) for b in layer)
+            for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4)
+        )
+        self.attnpool = visual.attnpool
+        self.patch = cfg.vision.patch_size
+        self.agg_layers = tuple(cfg.agg_layers)
+        channels = [layer[-1].bn3.num_features for layer in (visual.layer1, visual.layer2, visual.layer3)]
+        self.token_dim = channels[2]
+        self.domain_embedding = nn.Embedding(cfg.num_domains + 1, cfg.domain_dim)
+        nn.init.normal_(self.domain_embedding.weight, std=0.02)
+        self.aggregation = StageAggregation([channels[i] for i in self.agg_layers], cfg.embed_dim, cfg.agg_adapter_dim)
+        self.mask_token = nn.Parameter(torch.zeros(3))
+
+    def domain_vector(self, domain: int | torch.Tensor) -> torch.Tensor:
+        if isinstance(domain, int):
+            return self.domain_embedding.weight[domain]
+        return self.domain_embedding(domain)
+
+    def cam_target(self) -> nn.Module:
+        """Where Grad-CAM looks: the last bottleneck's output feature map."""
+        last_stage = cast(nn.ModuleList, self.stages[-1])
+        return last_stage[-1]
+
+    def forward(
+        self, images: torch.Tensor, domain: int | torch.Tensor = 0, patch_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if patch_mask is not None:
+            grid = images.shape[-1] // self.patch
+            pixels = patch_mask.view(-1, 1, grid, grid).to(images.dtype)
+            pixels = F.interpolate(pixels, scale_factor=self.patch, mode="nearest").bool()
+            images = torch.where(pixels, self.mask_token.view(1, 3, 1, 1).to(images.dtype), images)
+        c = self.domain_vector(domain)
+        x = self.stem(images)
+        pooled_stages: list[torch.Tensor] = []
+        tokens = x
+        for i, stage in enumerate(self.stages):
+            for block in cast(nn.ModuleList, stage):
+                x = block(x, c)
+            if i in self.agg_layers:
+                pooled_stages.append(x.mean(dim=(2, 3)))
+            if i == 2:
+                tokens = x.flatten(2).transpose(1, 2)
+        pooled = self.aggregation(self.attnpool(x), pooled_stages)
+        return pooled, tokens
