@@ -250,6 +250,8 @@ def test_discover_sorts_recurses_and_reports(tmp_path: Path) -> None:
     (tmp_path / "b" / "x.MP4").write_bytes(b"1")
     (tmp_path / "a.jpg").write_bytes(b"1")
     (tmp_path / "readme.md").write_text("x")
+    (tmp_path / "linked").symlink_to(tmp_path / "b", target_is_directory=True)
+    (tmp_path / "b" / "loop").symlink_to(tmp_path / "b", target_is_directory=True)  # a cycle must not hang
     found = discover([tmp_path, tmp_path / "a.jpg", tmp_path / "nope.png"])
     assert [i.path.name for i in found.items] == ["a.jpg", "x.MP4"]
     assert [i.kind for i in found.items] == ["image", "video"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from .media import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS
+from .media import IMAGE_EXTENSIONS, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, walk_files
 
 REAL, FAKE = 0, 1
 SPLITS = ("train", "val", "test")
@@ -63,7 +63,7 @@ def hashed_split(key: str, options: LayoutOptions, allowed: tuple[str, ...] = SP
 
 
 def _media_under(folder: Path, extensions: frozenset[str] = MEDIA_EXTENSIONS) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    return [p for p in walk_files(folder) if p.suffix.lower() in extensions] if folder.is_dir() else []
 
 
 def _require(path: Path, what: str) -> Path:
@@ -193,7 +193,7 @@ def dfdc_layout(root: Path, options: LayoutOptions) -> list[Source]:
 
 def _frame_folders(folder: Path) -> list[Path]:
     """Folders that directly hold frame images."""
-    return sorted({p.parent for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS})
+    return sorted({p.parent for p in walk_files(folder) if p.suffix.lower() in FRAME_EXTENSIONS})
 
 
 def wdf_layout(root: Path, options: LayoutOptions) -> list[Source]:

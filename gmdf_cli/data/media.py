@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ def discover(paths: Sequence[str | Path]) -> Discovery:
             missing.append(path)
             continue
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            for child in walk_files(path):
                 if child.name.startswith("."):
                     continue
                 if child.suffix.lower() not in MEDIA_EXTENSIONS:
@@ -62,6 +63,20 @@ def discover(paths: Sequence[str | Path]) -> Discovery:
             seen.add(path.resolve())
             items.append(MediaItem(path, kind_of(path)))
     return Discovery(items, missing, skipped)
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """Files below ``folder``, sorted, following symlinked folders (each real folder visited once)."""
+    seen: set[str] = set()
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found.extend(Path(root) / f for f in files)
+    return sorted(p for p in found if p.is_file())
 
 
 @dataclass(frozen=True)
