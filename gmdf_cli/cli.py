@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .data.faces import DETECTION_SIDE
+from .data import DETECTION_SIDE
 from .errors import EXIT_FAILURE, GMDFError
 from .model import CONFIGS
 from .progress import progress_bar

@@ -16,6 +16,7 @@ import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from ..fileio import sha256_file
+from . import DETECTION_SIDE
 
 DETECTOR_ENV = "GMDF_DETECTOR_WEIGHTS"
 RETINAFACE_FILES = {
@@ -24,8 +25,6 @@ RETINAFACE_FILES = {
 }
 DETECTORS = (*RETINAFACE_FILES, "mtcnn")
 CROP_SCALE = 1.3
-DETECTION_SIDE = 480
-"""Longest side a video frame is shrunk to before face detection (the default of every command)."""
 
 
 @dataclass(frozen=True)

@@ -1,26 +1,72 @@
-"""THE model module: configs, the GM-DF nn.Module and its parts, and its losses."""
+"""THE model module: configs, the GM-DF nn.Module and its parts, and its losses.
 
-from .components import (
-    DomainBatchNorm,
-    DomainClassPrompts,
-    DomainExperts,
-    DomainNorm,
-    PatchTokenizer,
-    SecondOrderAggregation,
-    StageAggregation,
-    TextEncoder,
-    random_patch_mask,
-)
+Names are loaded on first use (PEP 562), so reading a config (``gmdf --help``) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import CONFIGS, WILDCARD, GMDFConfig, TextConfig, VisionConfig, get_config, scaled_agg_layers
-from .conv import GMDFBottleneck, GMDFConvImageEncoder
-from .gmdf import GMDF, GMDFBlock, GMDFImageEncoder, GMDFOutput, build_clip, build_model
-from .losses import (
-    classification_loss,
-    domain_alignment_loss,
-    domain_class_contrastive_loss,
-    frechet_distance,
-    mim_loss,
-)
+
+if TYPE_CHECKING:
+    from .components import (
+        DomainBatchNorm,
+        DomainClassPrompts,
+        DomainExperts,
+        DomainNorm,
+        PatchTokenizer,
+        SecondOrderAggregation,
+        StageAggregation,
+        TextEncoder,
+        random_patch_mask,
+    )
+    from .conv import GMDFBottleneck, GMDFConvImageEncoder
+    from .gmdf import GMDF, GMDFBlock, GMDFImageEncoder, GMDFOutput, build_clip, build_model
+    from .losses import (
+        classification_loss,
+        domain_alignment_loss,
+        domain_class_contrastive_loss,
+        frechet_distance,
+        mim_loss,
+    )
+
+_HOME = {
+    **dict.fromkeys(
+        [
+            "DomainBatchNorm",
+            "DomainClassPrompts",
+            "DomainExperts",
+            "DomainNorm",
+            "PatchTokenizer",
+            "SecondOrderAggregation",
+            "StageAggregation",
+            "TextEncoder",
+            "random_patch_mask",
+        ],
+        ".components",
+    ),
+    **dict.fromkeys(["GMDFBottleneck", "GMDFConvImageEncoder"], ".conv"),
+    **dict.fromkeys(["GMDF", "GMDFBlock", "GMDFImageEncoder", "GMDFOutput", "build_clip", "build_model"], ".gmdf"),
+    **dict.fromkeys(
+        [
+            "classification_loss",
+            "domain_alignment_loss",
+            "domain_class_contrastive_loss",
+            "frechet_distance",
+            "mim_loss",
+        ],
+        ".losses",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CONFIGS",
