@@ -228,8 +228,11 @@ def test_a_corrupt_crop_is_skipped_and_reported(caches: tuple[Path, Path], tmp_p
     train, _ = caches
     copy = tmp_path / "cache"
     shutil.copytree(train, copy)
-    victim = next(r.path for r in read_index(copy) if r.domain == "blend" and r.split == "train")
+    rows = read_index(copy)
+    victim = next(r.path for r in rows if r.domain == "blend" and r.split == "train")
     victim.write_bytes(b"not a png")
+    val_victim = next(r.path for r in rows if r.split == "val")  # validation must survive one too
+    val_victim.write_bytes(b"not a png")
     trainer = Trainer(
         TrainRequest(
             domains=["blend", "noise"],

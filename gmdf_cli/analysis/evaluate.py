@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from ..data.cache import load_batch, read_index
+from ..data.cache import Crop, load_batch, read_index
 from ..data.faces import load_detector
-from ..data.media import MediaItem, Sampling, discover
+from ..data.media import Sampling, labelled_items
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..model import GMDF
@@ -44,6 +44,21 @@ class Scored:
         return labels, scores
 
 
+@torch.inference_mode()
+def score_crops(model: GMDF, rows: list[Crop], domain: int = 0, batch_size: int = 64) -> tuple[list[Crop], list[float]]:
+    """P(fake) of prepared crops under one domain index (0: wildcard). A corrupt crop is left out: returns the rows
+    actually scored and their scores, in order."""
+    size = model.config.vision.image_size
+    kept: list[Crop] = []
+    scores: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        images, _, bad = load_batch(chunk, size)
+        kept.extend(r for r in chunk if r.path not in bad)
+        scores.extend(model.predict(images.to(next(model.parameters()).dtype), domain).float().tolist())
+    return kept, scores
+
+
 def score_cache(
     model: GMDF, cache: Path, domains: list[str], split: str, console: Console, batch_size: int = 64
 ) -> dict[str, Scored]:
@@ -52,23 +67,18 @@ def score_cache(
     for d in domains:
         if d not in present:
             raise UsageError(f"domain {d!r} has no {split} crops in {cache} (it has: {', '.join(present) or 'none'})")
-    size = model.config.vision.image_size
     out: dict[str, Scored] = {}
     with progress_bar(console, "crops") as progress:
         task = progress.add_task("scoring", total=sum(r.domain in domains for r in rows))
         for d in domains:
             mine = [r for r in rows if r.domain == d]
             scored = out.setdefault(d, Scored())
-            index = model.domain_index(d)
             for start in range(0, len(mine), batch_size):
-                chunk = mine[start : start + batch_size]
-                images, labels, bad = load_batch(chunk, size)
-                kept = [r for r in chunk if r.path not in bad]
-                with torch.inference_mode():
-                    scored.scores.extend(model.predict(images, index).tolist())
-                scored.labels.extend(labels.tolist())
+                kept, scores = score_crops(model, mine[start : start + batch_size], model.domain_index(d), batch_size)
+                scored.scores.extend(scores)
+                scored.labels.extend(r.label for r in kept)
                 scored.video_ids.extend(r.video_id for r in kept)
-                progress.advance(task, len(chunk))
+                progress.advance(task, min(batch_size, len(mine) - start))
     return out
 
 
@@ -82,11 +92,7 @@ def score_folder(
 ) -> tuple[dict[str, Scored], list[str]]:
     """A folder with real/ and fake/ (videos or images), scanned exactly as `gmdf scan` does: a frame's score is its
     most suspicious face; a video's, the mean of its frames. Returns scores and the files that could not be used."""
-    items: list[tuple[MediaItem, int]] = []
-    for sub, label in (("real", 0), ("fake", 1)):
-        if not (folder / sub).is_dir():
-            raise UsageError(f"{folder} needs real/ and fake/ subfolders (missing {sub}/)")
-        items.extend((item, label) for item in discover([folder / sub]).items)
+    items = labelled_items(folder)
     det, fallback = load_detector(detector, detector_weights)
     if fallback:
         console.print(f"[yellow]warning:[/] {fallback}", soft_wrap=True)

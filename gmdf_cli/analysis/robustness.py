@@ -23,7 +23,16 @@ from rich.console import Console
 
 from ..data.cache import read_index
 from ..data.faces import DETECTION_SIDE, crop_face, load_detector, to_model_input
-from ..data.media import MediaError, MediaItem, OpenedMedia, Sampling, discover, open_media, read_frames, read_image
+from ..data.media import (
+    MediaError,
+    MediaItem,
+    OpenedMedia,
+    Sampling,
+    labelled_items,
+    open_media,
+    read_frames,
+    read_image,
+)
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..model import GMDF
@@ -98,13 +107,7 @@ class Sweep:
     # -- folders ---------------------------------------------------------------------------------------------------
     def run_folder(self) -> dict[str, Any]:
         req = self.request
-        items: list[tuple[MediaItem, int]] = []
-        for sub, label in (("real", 0), ("fake", 1)):
-            if not (req.data / sub).is_dir():
-                raise UsageError(f"{req.data} needs real/ and fake/ subfolders (or is a prepared cache)")
-            items.extend((i, label) for i in discover([req.data / sub]).items)
-        if not items:
-            raise UsageError(f"no images or videos in {req.data}/real or {req.data}/fake")
+        items = labelled_items(req.data)
         self.detector, fallback = load_detector(req.detector, req.detector_weights, req.det_size)
         if fallback:
             self.console.print(f"[yellow]warning:[/] {fallback}", soft_wrap=True)

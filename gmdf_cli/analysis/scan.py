@@ -275,8 +275,6 @@ class Scanner:
                     self.queue = [p for p in self.queue if p.file is not result]
             result.seconds = time.perf_counter() - start
             waiting.append(result)
-            if any(p.file is waiting[0] for p in self.queue):
-                continue
             while waiting and not any(p.file is waiting[0] for p in self.queue):
                 done = waiting.pop(0)
                 done.finalise(self.options.threshold)

@@ -14,6 +14,7 @@ from .. import __version__
 from ..data.faces import DETECTION_SIDE, load_detector
 from ..data.media import Sampling, discover
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
+from ..fileio import write_text_atomic
 from ..progress import progress_bar
 from ..weights import DEFAULT_WEIGHTS, load_weights
 from .report import CsvWriter, html_report, write_artifacts, write_json
@@ -147,8 +148,6 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
         report["finished"] = now()
         if request.out is not None:
             write_json(request.out / "report.json", report)
-            from ..fileio import write_text_atomic
-
             write_text_atomic(request.out / "report.html", html_report(report, images))
     if exit_code == EXIT_OK and any(r.verdict == "error" for r in results):
         exit_code = EXIT_FAILURE

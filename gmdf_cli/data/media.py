@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import UsageError
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 ANIMATED_EXTENSIONS = frozenset({".gif", ".webp"})
@@ -77,6 +79,18 @@ def walk_files(folder: Path) -> list[Path]:
         seen.add(real)
         found.extend(Path(root) / f for f in files)
     return sorted(p for p in found if p.is_file())
+
+
+def labelled_items(folder: Path) -> list[tuple[MediaItem, int]]:
+    """The images and videos of a labelled folder, ``folder/real/...`` (label 0) and ``folder/fake/...`` (label 1)."""
+    items: list[tuple[MediaItem, int]] = []
+    for sub, label in (("real", 0), ("fake", 1)):
+        if not (folder / sub).is_dir():
+            raise UsageError(f"{folder} needs real/ and fake/ subfolders (missing {sub}/)")
+        items.extend((item, label) for item in discover([folder / sub]).items)
+    if not items:
+        raise UsageError(f"no images or videos in {folder}/real or {folder}/fake")
+    return items
 
 
 @dataclass(frozen=True)

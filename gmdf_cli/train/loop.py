@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.func import functional_call
 
+from ..analysis.evaluate import score_crops
 from ..analysis.metrics import detection_metrics, video_level
 from ..errors import UsageError
 from ..fileio import atomic_path, write_text_atomic
@@ -319,15 +320,11 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """AUC per domain on the val split, frame- and video-level, scored as at deployment (wildcard domain)."""
         self.model.train(False)
-        scores: list[float] = []
-        for start in range(0, len(self.val_rows), 64):
-            chunk = self.val_rows[start : start + 64]
-            images, _, _ = load_batch(chunk, self.size)
-            scores.extend(self.model.predict(images).tolist())
+        kept, scores = score_crops(self.model, self.val_rows)
         self.model.train(True)
         result: dict[str, Any] = {}
         for domain in self.req.domains:
-            rows = [(r, s) for r, s in zip(self.val_rows, scores, strict=True) if r.domain == domain]
+            rows = [(r, s) for r, s in zip(kept, scores, strict=True) if r.domain == domain]
             if not rows:
                 continue
             labels = [r.label for r, _ in rows]
