@@ -130,6 +130,22 @@ def weights_download(name: str) -> None:
     click.echo(str(resolved.path))
 
 
+@weights.command("export")
+@click.argument("source")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--text-tower/--no-text-tower", default=False, show_default=True, help="Keep CLIP's text tower.")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Decision threshold stored with the weights.")
+def weights_export(source: str, target: Path, precision: str, text_tower: bool, threshold: float | None) -> None:
+    """Re-save SOURCE (a checkpoint from `gmdf train`) as TARGET for shipping: small, inference-only."""
+    from .weights import export_weights
+
+    done = export_weights(source, target, half=precision == "fp16", text_tower=text_tower, threshold=threshold)
+    size = done.path.stat().st_size / 2**20
+    err.print(f"[green]ok[/] {done.path} ({size:.1f} MiB, sha256 {done.sha256})")
+    click.echo(done.sha256)
+
+
 @weights.command("path")
 @click.argument("name")
 def weights_path(name: str) -> None:
@@ -367,6 +383,12 @@ def prepare(
     help="CLIP weights for the backbone: an open_clip tag or file, 'default' (the config's), or 'none'.",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads.")
+@click.option("--augment", is_flag=True, help="Random crop, colour, blur, rescaling and JPEG on training crops.")
+@click.option(
+    "--online-blend",
+    is_flag=True,
+    help="Add a 'blend' domain: real training crops against self-blended fakes made from them at every step.",
+)
 def train(
     domains: str | None,
     data: Path | None,
@@ -384,6 +406,8 @@ def train(
     second_order: bool,
     pretrained: str,
     threads: int | None,
+    augment: bool,
+    online_blend: bool,
 ) -> None:
     """Train GM-DF on several source domains with meta-learning (torchrun for several processes)."""
     from .train.loop import Trainer, TrainRequest, load_request
@@ -410,6 +434,9 @@ def train(
             baseline=baseline,
             second_order=second_order,
             pretrained=None if pretrained == "none" else pretrained,
+            threads=threads,
+            augment=augment,
+            online_blend=online_blend,
         )
     trainer = Trainer(request, err)
     with progress_bar(err, "steps", disable=not trainer.dist.main) as progress:
@@ -428,7 +455,7 @@ def train(
 
 @cli.command("eval")
 @click.argument("folder", required=False, type=click.Path(path_type=Path))
-@click.option("--weights", help="Weights to evaluate (zoo name, hf-hub:..., or a .safetensors path).")
+@click.option("--weights", help="Weights to evaluate: zoo name, hf-hub:..., or a .safetensors path (default: shipped).")
 @click.option("--data", type=click.Path(path_type=Path), help="A prepared cache (instead of FOLDER).")
 @click.option("--domains", help="Comma-separated target domains in the cache.")
 @click.option("--split", default="test", show_default=True, help="Cache split to evaluate (train/val/test/all).")
@@ -508,15 +535,9 @@ def eval_command(
             _emit_json(summary["results"])
         err.print(results_table(summary))
         return
-    if weights is None:
-        from .weights import DEFAULT_WEIGHTS
+    from .weights import DEFAULT_WEIGHTS, load_weights
 
-        if DEFAULT_WEIGHTS is None:
-            raise click.UsageError("pass --weights (no default detector is shipped yet)")
-        weights = DEFAULT_WEIGHTS
-    from .weights import load_weights
-
-    model, _, _ = load_weights(weights)
+    model, _, _ = load_weights(weights or DEFAULT_WEIGHTS)
     if data is not None:
         if not domains:
             raise click.UsageError("--data needs --domains")
@@ -568,7 +589,7 @@ def _levels(text: str) -> list[int]:
 
 @cli.command()
 @click.argument("data", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--weights", help="Weights to test (zoo name, hf-hub:..., or a .safetensors path).")
+@click.option("--weights", help="Weights to test: zoo name, hf-hub:..., or a .safetensors path (default: shipped).")
 @click.option(
     "--corruption",
     default="all",
@@ -621,10 +642,7 @@ def robustness(
         raise click.BadParameter(
             f"unknown {unknown}; choose from {', '.join(CORRUPTIONS)} or all", param_hint="--corruption"
         )
-    spec = weights or DEFAULT_WEIGHTS
-    if spec is None:
-        raise click.UsageError("pass --weights (no default detector is shipped yet)")
-    model, resolved, _ = load_weights(spec)
+    model, resolved, _ = load_weights(weights or DEFAULT_WEIGHTS)
     request = RobustnessRequest(
         data=data,
         weights=resolved.sha256,

@@ -46,9 +46,19 @@ class ZooEntry:
         return f"{self.repo_id}/{self.filename}@{self.revision}" if self.repo_id else "-"
 
 
-ZOO: dict[str, ZooEntry] = {}
-"""Built-in entries. The shipped default detector is registered here once it is trained (see weights/README.md)."""
-DEFAULT_WEIGHTS: str | None = None
+DEFAULT_WEIGHTS = "gmdf-cnn-small-dev"
+"""The detector `gmdf scan` uses without ``--weights``: trained on the CPU from the development media, shipped in
+``weights/`` (its card is weights/README.md)."""
+ZOO: dict[str, ZooEntry] = {
+    DEFAULT_WEIGHTS: ZooEntry(
+        name=DEFAULT_WEIGHTS,
+        config="cnn-small",
+        description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
+        sha256="ce1b7fc1f3c7c94731d85e9dc2a14841fe7795fa915f82bbc94e147d8725658d",
+        local="gmdf-cnn-small-dev.safetensors",
+    )
+}
+"""Built-in entries (``$GMDF_ZOO`` adds more)."""
 
 
 def zoo() -> dict[str, ZooEntry]:
@@ -296,3 +306,22 @@ def load_weights(
     for p in model.parameters():
         p.requires_grad_(False)
     return model, resolved, meta
+
+
+def export_weights(
+    source: str,
+    target: str | os.PathLike[str],
+    half: bool = True,
+    text_tower: bool = False,
+    threshold: float | None = None,
+) -> ResolvedWeights:
+    """Re-save a checkpoint for shipping: fp16 and without the text tower by default (the prompt features it would
+    compute are cached in the file), optionally with a decision ``threshold`` in the metadata. The training record
+    in the metadata is kept."""
+    resolved = resolve_weights(source)
+    model, meta = load_checkpoint(resolved.path)
+    extra = {k: v for k, v in meta.items() if k not in ("format", "gmdf_version", "config", "text_tower")}
+    if threshold is not None:
+        extra["threshold"] = repr(float(threshold))
+    path = save_checkpoint(model, target, metadata=extra, half=half, text_tower=text_tower)
+    return ResolvedWeights(path, path.name, sha256_file(path), "local")

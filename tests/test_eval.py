@@ -88,11 +88,10 @@ def test_cache_eval_json_contract_markdown_and_roc(weights: Path, domains_cache:
 
 
 @pytest.mark.skipif(not (MEDIA / "celebdf_hantschmann").is_dir(), reason="../shared/media is not here")
-def test_folder_eval_auc_matches_sklearn_on_the_scan_scores(weights: Path) -> None:
+def test_folder_eval_with_the_default_weights_matches_sklearn_on_the_scan_scores() -> None:
+    """Issue #5, acceptance 2, as a user runs it: no --weights means the shipped default detector."""
     folder = MEDIA / "celebdf_hantschmann"
-    scan = run_gmdf(
-        "scan", str(folder / "real"), str(folder / "fake"), "--weights", str(weights), "--json", "--frames", "4", *DET
-    )
+    scan = run_gmdf("scan", str(folder / "real"), str(folder / "fake"), "--json", "--frames", "4", *DET)
     assert scan.returncode == 0, scan.stderr
     files = json.loads(scan.stdout)["files"]
     labels = [int("/fake/" in f["path"]) for f in files]
@@ -105,7 +104,7 @@ def test_folder_eval_auc_matches_sklearn_on_the_scan_scores(weights: Path) -> No
                 frame_scores.append(max(face["score"] for face in frame["faces"]))
     frame_auc = roc_auc_score(frame_labels, frame_scores)
 
-    ev = run_gmdf("eval", "--weights", str(weights), str(folder), "--json", "--frames", "4", *DET)
+    ev = run_gmdf("eval", str(folder), "--json", "--frames", "4", *DET)
     assert ev.returncode == 0, ev.stderr
     report = json.loads(ev.stdout)
     assert report["video"]["domains"]["celebdf_hantschmann"]["auc"] == pytest.approx(video_auc, abs=1e-12)

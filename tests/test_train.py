@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from gmdf_cli.analysis.metrics import detection_metrics, video_level
 from gmdf_cli.data.prepare import PrepareRequest, run_prepare
 from gmdf_cli.errors import UsageError
+from gmdf_cli.train.augment import ONLINE_DOMAIN
 from gmdf_cli.train.data import load_batch, read_index
 from gmdf_cli.train.loop import Trainer, TrainRequest
 from gmdf_cli.weights import load_weights
@@ -246,3 +247,54 @@ def test_a_corrupt_crop_is_skipped_and_reported(caches: tuple[Path, Path], tmp_p
     )
     summary = trainer.fit()
     assert summary["corrupt_crops_skipped"] == 1 and summary["steps"] == 12
+
+
+def _request(train: Path, out: Path, **kw: object) -> TrainRequest:
+    base: dict = {
+        "domains": ["noise", "blocks"],
+        "data": str(train),
+        "out": str(out),
+        "epochs": 2,
+        "steps_per_epoch": 3,
+        "batch_size": 12,
+        "online_blend": True,
+        "augment": True,
+        "threads": 1,
+    }
+    return TrainRequest(**{**base, **kw})
+
+
+def test_online_blend_domain_trains_deterministically(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    train, _ = caches
+    trainer = Trainer(_request(train, tmp_path / "check"), QUIET)
+    assert trainer.domains == ["noise", "blocks", ONLINE_DOMAIN]
+    assert list(trainer.cfg.domains) == ["noise", "blocks", ONLINE_DOMAIN]
+    pool = trainer.train_sets[ONLINE_DOMAIN]
+    reals = [r for d in ("noise", "blocks") for r in trainer.train_sets[d] if r.label == 0]
+    assert len(pool) == 2 * len(reals) and {r.path for r in pool} == {r.path for r in reals}
+
+    # the blend domain's fakes are the real crops, blended as they are loaded; its reals stay untouched
+    trainer.req.augment = False
+    crops = trainer.sampler.draw(ONLINE_DOMAIN, 8)
+    images, labels, _ = trainer._batch(crops)
+    plain, _, _ = load_batch(crops, trainer.size, torch.zeros(len(crops), dtype=torch.bool))
+    plain_flipped = plain.flip(-1)
+    for i, label in enumerate(labels.tolist()):
+        same = torch.equal(images[i], plain[i]) or torch.equal(images[i], plain_flipped[i])
+        assert same == (label == 0)
+
+    first = Trainer(_request(train, tmp_path / "a"), QUIET).fit()
+    second = Trainer(_request(train, tmp_path / "b"), QUIET).fit()
+    assert first["steps"] == second["steps"] == 6
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_online_blend_refuses_a_cache_domain_of_the_same_name(
+    caches: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    train, _ = caches
+    with pytest.raises(UsageError, match="online-blend domain"):
+        Trainer(_request(train, tmp_path / "r", domains=[ONLINE_DOMAIN, "noise"]), QUIET)

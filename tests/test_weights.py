@@ -52,6 +52,39 @@ def test_inference_export_without_text_tower_in_fp16(tiny_model, tmp_path: Path)
     torch.testing.assert_close(model.predict(IMAGES), tiny_model.predict(IMAGES), atol=2e-3, rtol=0)
 
 
+def test_weights_export_command_writes_a_lean_checkpoint_with_its_threshold(tiny_model, tmp_path: Path) -> None:
+    trained = save_checkpoint(tiny_model, tmp_path / "best.safetensors", metadata={"training": '{"step": 7}'})
+    out = run_gmdf("weights", "export", str(trained), str(tmp_path / "ship.safetensors"), "--threshold", "0.42")
+    assert out.returncode == 0, out.stderr
+    shipped = tmp_path / "ship.safetensors"
+    assert out.stdout.strip() == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert shipped.stat().st_size < trained.stat().st_size / 4
+    model, _, meta = load_weights(str(shipped))
+    assert float(meta["threshold"]) == 0.42 and meta["training"] == '{"step": 7}'
+    torch.testing.assert_close(model.predict(IMAGES), tiny_model.predict(IMAGES), atol=2e-3, rtol=0)
+    bad = run_gmdf("weights", "export", str(tmp_path / "nope.safetensors"), str(tmp_path / "x.safetensors"))
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "not found" in bad.stderr
+
+
+def test_the_shipped_default_is_registered_verified_and_used_without_weights(tmp_path: Path) -> None:
+    from gmdf_cli.weights import DEFAULT_WEIGHTS, SHIPPED_DIR, ZOO
+
+    entry = ZOO[DEFAULT_WEIGHTS]
+    shipped = SHIPPED_DIR / str(entry.local)
+    assert shipped.is_file() and shipped.stat().st_size <= 50 * 2**20
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == entry.sha256
+    resolved = resolve_weights(DEFAULT_WEIGHTS)
+    assert resolved.source == "shipped" and resolved.path == shipped
+    model, _, meta = load_weights(DEFAULT_WEIGHTS)
+    assert model.config.name == entry.config and "training" in meta
+    example = SHIPPED_DIR.parent / "examples" / "astronaut.png"
+    out = run_gmdf("scan", str(example), "--json", "--detector", "mtcnn")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["model"]["name"] == DEFAULT_WEIGHTS and report["model"]["sha256"] == entry.sha256
+    assert report["files"][0]["verdict"] in ("real", "fake") and 0 <= report["files"][0]["score"] <= 1
+
+
 def test_config_mismatch_is_one_clear_error(tiny_model, tmp_path: Path) -> None:
     path = save_checkpoint(tiny_model, tmp_path / "m.safetensors")
     with pytest.raises(WeightsError, match="domains"):

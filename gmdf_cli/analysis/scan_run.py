@@ -66,8 +66,6 @@ def _heatmaps_for(model: Any, result: FileResult, faces: int) -> dict[str, Any] 
 
 def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
     spec = request.weights or DEFAULT_WEIGHTS
-    if spec is None:
-        raise UsageError("no default detector weights are shipped yet; pass --weights FILE, NAME or hf-hub:org/repo")
     found = discover(request.paths)
     if not found.items and not found.missing:
         raise UsageError("no images or videos found in " + ", ".join(request.paths))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +42,22 @@ def read_index(cache: Path) -> list[Crop]:
 
 
 def load_batch(
-    crops: list[Crop], size: int, flip: torch.Tensor | None = None
+    crops: list[Crop],
+    size: int,
+    flip: torch.Tensor | None = None,
+    transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
     """Crops -> (images (B', 3, size, size) CLIP-normalised, labels (B',), unreadable paths). ``flip`` (B,) bool
-    mirrors some. A corrupt crop is left out (B' < B) and reported, not fatal."""
+    mirrors some; ``transform(i, crop)`` changes crop i as read (BGR uint8, cached size) before it is resized.
+    A corrupt crop is left out (B' < B) and reported, not fatal."""
     images, labels, bad = [], [], []
     for i, crop in enumerate(crops):
         image = cv2.imread(str(crop.path), cv2.IMREAD_COLOR)
         if image is None:
             bad.append(crop.path)
             continue
+        if transform is not None:
+            image = transform(i, image)
         if image.shape[0] != size:
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
         if flip is not None and bool(flip[i]):

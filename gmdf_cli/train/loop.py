@@ -47,6 +47,7 @@ from ..model import (
     random_patch_mask,
 )
 from ..weights import save_checkpoint
+from .augment import ONLINE_DOMAIN, degrade, online_blend
 from .data import BalancedSampler, Crop, load_batch, read_index, select
 
 DEFAULT_LR = {"vit-b-16": 3e-6, "vit-tiny": 1e-3, "cnn-small": 1e-3}
@@ -74,6 +75,11 @@ class TrainRequest:
     grad_clip: float = 1.0
     threads: int | None = None
     """CPU threads; recorded so that a resumed run computes exactly as the original did."""
+    augment: bool = False
+    """Degrade training crops at random (crop, colour, blur, rescale, JPEG): see ``train.augment``."""
+    online_blend: bool = False
+    """Add the ``blend`` domain: the real training crops of all domains against self-blends of them made anew
+    at every step."""
 
     @property
     def learning_rate(self) -> float:
@@ -207,15 +213,24 @@ class Trainer:
         if len(set(request.domains)) != len(request.domains):
             raise UsageError(f"domains listed twice: {request.domains}")
         self.train_sets = select(rows, request.domains, "train")
+        self.domains = list(request.domains)
+        if request.online_blend:
+            if ONLINE_DOMAIN in self.domains:
+                raise UsageError(f"the cache has a domain named {ONLINE_DOMAIN!r}, the name of the online-blend domain")
+            reals = [r for d in self.domains for r in self.train_sets[d] if r.label == 0]
+            self.train_sets[ONLINE_DOMAIN] = [dataclasses.replace(r, domain=ONLINE_DOMAIN) for r in reals] + [
+                dataclasses.replace(r, domain=ONLINE_DOMAIN, label=1) for r in reals
+            ]
+            self.domains.append(ONLINE_DOMAIN)
         self.val_rows = [r for r in rows if r.domain in request.domains and r.split == "val"]
-        self.cfg = get_config(request.config).with_domains(request.domains)
+        self.cfg = get_config(request.config).with_domains(self.domains)
         self.size = self.cfg.vision.image_size
         self.gen = torch.Generator().manual_seed(request.seed)
         self.sampler = BalancedSampler(self.train_sets, request.seed)
         total = sum(len(v) for v in self.train_sets.values())
         self.steps_per_epoch = request.steps_per_epoch or max(1, math.ceil(total / request.batch_size))
         self.total_steps = self.steps_per_epoch * request.epochs
-        self.per_domain = max(2, request.batch_size // len(request.domains))
+        self.per_domain = max(2, request.batch_size // len(self.domains))
         self.step = 0
         self.best = -1.0
         self.bad_crops: set[str] = set()
@@ -277,20 +292,39 @@ class Trainer:
         sharded, so every rank consumes the shared generator alike and the ranks stay in step."""
         flip = torch.rand(len(crops), generator=self.gen) < 0.5
         mask = random_patch_mask(len(crops), self.cfg.grid**2, self.cfg.mim_ratio, self.gen)
+        transform = None
+        if self.req.augment or self.req.online_blend:
+            seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
+            blend = [c.domain == ONLINE_DOMAIN and c.label == 1 for c in crops]
+            transform = self._transform(seed, blend)
         if self.dist.world > 1:
             crops, flip, mask = (
                 self.dist.shard(crops),
                 flip[self.dist.rank :: self.dist.world],
                 mask[self.dist.rank :: self.dist.world],
             )
-        images, labels, bad = load_batch(crops, self.size, flip)
+        images, labels, bad = load_batch(crops, self.size, flip, transform)
         if bad:
             mask = mask[torch.tensor([c.path not in bad for c in crops])]
             self._report_bad(bad)
         return images, labels, mask
 
+    def _transform(self, seed: int, blend: list[bool]) -> Any:
+        """transform(i, crop) for load_batch; crop i of the whole (unsharded) batch draws from its own generator, so
+        the images do not depend on how many processes share the batch."""
+        rank, world = self.dist.rank, self.dist.world
+
+        def apply(i: int, image: np.ndarray) -> np.ndarray:
+            index = i * world + rank
+            rng = np.random.default_rng([seed, index])
+            if blend[index]:
+                image = online_blend(image, rng)
+            return degrade(image, rng) if self.req.augment else image
+
+        return apply
+
     def meta_step(self) -> dict[str, float]:
-        domains = self.req.domains
+        domains = self.domains
         pick = int(torch.randint(len(domains), (1,), generator=self.gen)) if len(domains) > 1 else -1
         draws = {d: self.sampler.draw(d, self.per_domain) for d in domains}
         train_parts = [(self._batch(draws[d]), i + 1) for i, d in enumerate(domains) if i != pick]
@@ -300,7 +334,7 @@ class Trainer:
         return logs
 
     def baseline_step(self) -> dict[str, float]:
-        crops = [c for d in self.req.domains for c in self.sampler.draw(d, self.per_domain)]
+        crops = [c for d in self.domains for c in self.sampler.draw(d, self.per_domain)]
         images, labels, _ = self._batch(crops)
         loss, logs = self.objective.baseline(images, labels)
         self._apply(loss)
@@ -418,7 +452,7 @@ class Trainer:
             self._fit_tokenizer()
             if self.dist.main:
                 write_text_atomic(self.run / "run.json", json.dumps(dataclasses.asdict(self.req), indent=2))
-        if len(self.req.domains) == 1 and not self.req.baseline:
+        if len(self.domains) == 1 and not self.req.baseline:
             self.console.print("[yellow]one source domain: no meta-test split, the outer loop has nothing to do[/]")
         self.model.train(True)
         task = progress.add_task("training", total=self.total_steps, completed=self.step) if progress else None

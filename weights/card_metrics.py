@@ -1,0 +1,90 @@
+"""Per-source validation metrics for the model card (weights/README.md).
+
+    python weights/card_metrics.py WEIGHTS CACHE [--split val,test] [--domains celeb,cross,images] [--json OUT]
+
+Scores the cache's held-out crops as `gmdf scan` does (the wildcard domain: a deployed model never knows the
+source) and reports video- and frame-level AUC per domain and per media source. A source holding one class only
+(e.g. Stable Diffusion fakes, SimSwap reals) is measured against the held-out items of the other class of its domain.
+A video's score is the mean of its frames' scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from gmdf_cli.analysis.evaluate import score_crops
+from gmdf_cli.analysis.metrics import detection_metrics, video_level
+from gmdf_cli.data.cache import Crop, read_index
+from gmdf_cli.weights import load_weights
+
+
+def source_of(row: Crop) -> str:
+    """The media source a cached crop came from, from its video id (``real/<source>/...`` or a synth folder name
+    ``<source>__...``); the domain itself when there is nothing finer."""
+    parts = row.video_id.split("/")
+    if row.domain == "images" and len(parts) > 2:
+        return parts[1]
+    if row.domain == "cross" and len(parts) > 1:
+        return re.split("__", parts[1])[0]
+    return row.domain
+
+
+def metrics(rows: list[Crop], scores: list[float]) -> dict[str, float | int]:
+    labels = [r.label for r in rows]
+    frame = detection_metrics(labels, scores)
+    _, v_labels, v_scores = video_level([f"{r.domain}/{r.video_id}" for r in rows], labels, scores)
+    video = detection_metrics(v_labels, v_scores)
+    return {
+        "video_auc": video["auc"],
+        "frame_auc": frame["auc"],
+        "video_acc": video["acc"],
+        "n_real_videos": video["n_real"],
+        "n_fake_videos": video["n_fake"],
+        "n_frames": len(rows),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("weights")
+    parser.add_argument("cache", type=Path)
+    parser.add_argument("--split", default="val,test", help="comma-separated splits (or all)")
+    parser.add_argument("--domains", default="")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    splits = set(args.split.split(","))
+    model, resolved, _ = load_weights(args.weights)
+    rows = [r for r in read_index(args.cache) if "all" in splits or r.split in splits]
+    if args.domains:
+        rows = [r for r in rows if r.domain in args.domains.split(",")]
+    kept, scores = score_crops(model, rows, 0)
+    by_row = list(zip(kept, scores, strict=True))
+    report: dict[str, dict[str, float | int]] = {}
+    for domain in sorted({r.domain for r in kept}):
+        mine = [(r, s) for r, s in by_row if r.domain == domain]
+        report[domain] = metrics([r for r, _ in mine], [s for _, s in mine])
+        sources = sorted({source_of(r) for r, _ in mine})
+        for source in sources if len(sources) > 1 else []:
+            own = [(r, s) for r, s in mine if source_of(r) == source]
+            classes = {r.label for r, _ in own}
+            if len(classes) == 1:  # one-class source: against the other class of its domain
+                own += [(r, s) for r, s in mine if r.label not in classes]
+            report[f"{domain}/{source}"] = metrics([r for r, _ in own], [s for _, s in own])
+    report["all"] = metrics(kept, scores)
+    print(f"weights {resolved.name} (sha256 {resolved.sha256[:16]}), splits {sorted(splits)}, wildcard domain")
+    print("| set | video AUC | frame AUC | video ACC | real / fake videos | frames |")
+    print("|---|---|---|---|---|---|")
+    for name, m in report.items():
+        print(
+            f"| {name} | {m['video_auc']:.3f} | {m['frame_auc']:.3f} | {m['video_acc']:.3f} | "
+            f"{m['n_real_videos']} / {m['n_fake_videos']} | {m['n_frames']} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Trains the shipped default detector (weights/gmdf-cnn-small-dev.safetensors) from the development media, on the
+# CPU, with gmdf's own commands. Usage:
+#   bash weights/train_default.sh [MEDIA] [WORK] [EXTRA gmdf train OPTIONS...]
+# MEDIA: the development media folder (default ../shared/media, laid out <source>/{real,fake}/...).
+# WORK:  a new folder for the pools, the cache and the run (default ./default-run).
+# The model lands in WORK/run/best.safetensors; the card (weights/README.md) says how it was measured.
+set -euo pipefail
+MEDIA=$(cd "${1:-../shared/media}" && pwd)
+WORK=${2:-default-run}
+shift $(( $# > 2 ? 2 : $# ))
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+DETECTOR=()
+if [[ -f "$MEDIA/../weights/detection_mobilenet0.25_Final.pth" ]]; then
+  DETECTOR=(--detector-weights "$MEDIA/../weights")
+fi
+
+# 1. Pools (symlinks, nothing copied): real videos of the sources without fakes, and real vs generated still images.
+mkdir -p "$WORK/pool/videos" "$WORK/pool/images/real" "$WORK/pool/images/fake"
+for src in liveportrait_driving deepfacelive_swap ghost_faceswap; do
+  mkdir -p "$WORK/pool/videos/$src"
+  for f in "$MEDIA/$src/real"/*; do
+    case "$f" in *.mp4|*.webp|*.avi|*.mov|*.mkv) ln -sfn "$f" "$WORK/pool/videos/$src/" ;; esac
+  done
+done
+ln -sfn "$MEDIA/simswap_faceswap/real" "$WORK/pool/images/real/simswap"
+mkdir -p "$WORK/pool/images/real/ghost"
+for f in "$MEDIA/ghost_faceswap/real"/*; do
+  case "$f" in *.jpg|*.png) ln -sfn "$f" "$WORK/pool/images/real/ghost/" ;; esac
+done
+ln -sfn "$MEDIA/sd21_sdfd/fake" "$WORK/pool/images/fake/sd21"
+ln -sfn "$MEDIA/stylegan_basemax/fake" "$WORK/pool/images/fake/stylegan"
+
+# 2. Cross-identity blends made from the real videos (gmdf synth), one source folder per input video.
+gmdf synth --root "$WORK/pool/videos" --out "$WORK/cross" --kind cross --frames 12 --seed 0 "${DETECTOR[@]}"
+
+# 3. Face crops, split by identity (one cache, one domain per source).
+CACHE="$WORK/cache"
+gmdf prepare --domain folder --root "$MEDIA/celebdf_hantschmann" --name celeb --group-by 'id[0-9]+' \
+  --frames 32 --out "$CACHE" "${DETECTOR[@]}"
+gmdf prepare --domain folder --root "$MEDIA/ffpp_icpr2020" --name ffpp --group-by '[0-9]{3}' \
+  --frames 32 --out "$CACHE" "${DETECTOR[@]}"
+gmdf prepare --domain folder --root "$WORK/cross" --name cross --group-by '^[^/]+' --out "$CACHE" "${DETECTOR[@]}"
+gmdf prepare --domain folder --root "$WORK/pool/images" --name images --out "$CACHE" "${DETECTOR[@]}"
+
+# 4. GM-DF meta-learning on the four domains plus self-blends made on the fly ("blend"), with augmentation.
+gmdf train --config cnn-small --domains celeb,ffpp,cross,images --online-blend --augment \
+  --data "$CACHE" --out "$WORK/run" --epochs 20 --steps-per-epoch 100 --batch-size 30 --seed 0 "$@"
