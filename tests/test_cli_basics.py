@@ -45,8 +45,9 @@ def test_weights_list_with_a_user_zoo(tmp_path: Path) -> None:
     )
     out = run_gmdf("weights", "list", "--json", env={"GMDF_ZOO": str(zoo), "HF_HOME": str(tmp_path / "hf")})
     assert out.returncode == 0, out.stderr
-    rows = json.loads(out.stdout)
-    assert rows[0]["name"] == "lab-model" and rows[0]["path"] is None
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["lab-model"]["path"] is None and rows["lab-model"]["config"] == "vit-b-16"
+    assert rows["gmdf-cnn-small-dev"]["path"]  # the shipped default is always on the machine
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:

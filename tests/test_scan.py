@@ -230,9 +230,12 @@ def test_animated_webp_is_a_frame_sequence(weights: Path, tmp_path: Path) -> Non
     assert entry["kind"] == "video" and len(entry["frames"]) == 5 and entry["frames_with_faces"] == 5
 
 
-def test_no_weights_and_no_default_is_a_usage_error() -> None:
-    out = run_gmdf("scan", str(ASTRONAUT))
-    assert out.returncode == 2 and "pass --weights" in out.stderr and "Traceback" not in out.stderr
+def test_a_zoo_entry_whose_file_is_missing_is_one_clear_error(tmp_path: Path) -> None:
+    zoo = tmp_path / "zoo.json"
+    spec = {"config": "cnn-small", "sha256": "", "description": "", "local": "not-there.safetensors"}
+    zoo.write_text(json.dumps({"gone": spec}))
+    out = run_gmdf("scan", str(ASTRONAUT), "--weights", "gone", env={"GMDF_ZOO": str(zoo)})
+    assert out.returncode == 1 and "no shipped file" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_sampling_rules() -> None:
