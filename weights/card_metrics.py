@@ -15,8 +15,8 @@ import json
 import re
 from pathlib import Path
 
-from gmdf_cli.analysis.evaluate import score_crops
-from gmdf_cli.analysis.metrics import detection_metrics, video_level
+from gmdf_cli.analysis.evaluate import Scored, score_crops
+from gmdf_cli.analysis.metrics import detection_metrics
 from gmdf_cli.data.cache import Crop, read_index
 from gmdf_cli.weights import load_weights
 
@@ -33,10 +33,8 @@ def source_of(row: Crop) -> str:
 
 
 def metrics(rows: list[Crop], scores: list[float]) -> dict[str, float | int]:
-    labels = [r.label for r in rows]
-    frame = detection_metrics(labels, scores)
-    _, v_labels, v_scores = video_level([f"{r.domain}/{r.video_id}" for r in rows], labels, scores)
-    video = detection_metrics(v_labels, v_scores)
+    scored = Scored([f"{r.domain}/{r.video_id}" for r in rows], [r.label for r in rows], scores)
+    frame, video = (detection_metrics(*scored.at(level)) for level in ("frame", "video"))
     return {
         "video_auc": video["auc"],
         "frame_auc": frame["auc"],
