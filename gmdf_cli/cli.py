@@ -679,15 +679,30 @@ def robustness(
 @click.option("--kind", "kinds", type=click.Choice(["sbi", "cross", "both"]), default="both", show_default=True)
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per video.")
 @click.option("--per-frame", type=click.IntRange(min=1), default=1, show_default=True, help="Fakes of each kind.")
+@click.option(
+    "--group-size",
+    type=click.IntRange(min=2),
+    default=2,
+    show_default=True,
+    help="Input files per group; cross blends take donor faces from their own group only.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--detector-weights", type=click.Path(file_okay=False), help="RetinaFace weights folder.")
 def synth(
-    root: Path, out: Path, kinds: str, frames: int, per_frame: int, seed: int, detector_weights: str | None
+    root: Path,
+    out: Path,
+    kinds: str,
+    frames: int,
+    per_frame: int,
+    group_size: int,
+    seed: int,
+    detector_weights: str | None,
 ) -> None:
     """Make fakes from real faces: self-blended images (sbi) and cross-identity blends (cross).
 
-    The output (OUT/real/<source>/..., OUT/fake/<source>/...) is a folder dataset for `gmdf prepare --domain folder
-    --group-by '^[^/]+'`, so each source's real frames and fakes share a split.
+    The output (OUT/real/<group>/<source>/..., OUT/fake/<group>/<source>/...) is a folder dataset for `gmdf prepare
+    --domain folder --group-by '^[^/]+'`: a group's real frames and fakes, and the donors of its cross blends, all
+    share one split.
     """
     from .data.synth import KINDS, SynthRequest, run_synth
 
@@ -699,6 +714,7 @@ def synth(
             frames=frames,
             per_frame=per_frame,
             seed=seed,
+            group_size=group_size,
             detector_weights=detector_weights,
         ),
         err,

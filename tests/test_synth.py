@@ -11,7 +11,7 @@ import numpy as np
 from rich.console import Console
 
 from gmdf_cli.data.prepare import PrepareRequest, run_prepare
-from gmdf_cli.data.synth import SynthRequest, cross_blend, run_synth, self_blend, soft_mask
+from gmdf_cli.data.synth import SynthRequest, cross_blend, donor_groups, run_synth, self_blend, soft_mask
 
 from .conftest import DETECTOR_WEIGHTS, run_gmdf
 
@@ -37,32 +37,54 @@ def test_forgeries_change_the_face_region_only() -> None:
         assert np.abs(fake[80:180, 200:270].astype(int) - image[80:180, 200:270]).mean() > 2
 
 
-def test_synth_writes_a_folder_dataset_that_prepare_groups_by_source(tmp_path: Path) -> None:
+def test_donor_groups_deal_every_source_into_groups_of_two_or_more() -> None:
+    names = [f"s{i}" for i in range(7)]
+    groups = donor_groups(names, 2, np.random.default_rng(0))
+    assert set(groups) == set(names)
+    sizes = sorted(list(groups.values()).count(g) for g in set(groups.values()))
+    assert sizes == [2, 2, 3]  # the last group takes the remainder: nobody is left without a donor
+    assert groups == donor_groups(names, 2, np.random.default_rng(0))  # seeded
+    assert set(donor_groups(names[:3], 2, np.random.default_rng(1)).values()) == {"g00"}
+
+
+def test_synth_writes_a_folder_dataset_that_prepare_splits_by_donor_group(tmp_path: Path) -> None:
     real = tmp_path / "footage"
     real.mkdir()
     image = cv2.imread(str(ASTRONAUT))
-    cv2.imwrite(str(real / "anna.png"), image)
-    cv2.imwrite(str(real / "bert.jpg"), np.ascontiguousarray(image[:, ::-1]))
+    for i, name in enumerate(("anna", "bert", "carl", "dora")):
+        variant = image[:, ::-1] if i % 2 else image
+        cv2.imwrite(str(real / f"{name}.png"), np.ascontiguousarray(np.clip(variant * (0.8 + 0.1 * i), 0, 255)))
     cv2.imwrite(str(real / "empty.png"), np.zeros((200, 200, 3), np.uint8))
     out = tmp_path / "synth"
     summary = run_synth(SynthRequest(root=real, out=out, per_frame=2, **DET), QUIET)
-    assert summary["written"] == {"real": 2, "sbi": 4, "cross": 4}
+    assert summary["written"] == {"real": 4, "sbi": 8, "cross": 8}
     assert summary["skipped"] == {str(real / "empty.png"): "no face found"}
-    assert sorted(p.name for p in (out / "fake" / "anna").iterdir()) == [
-        "000000_cross0.png",
-        "000000_cross1.png",
-        "000000_sbi0.png",
-        "000000_sbi1.png",
+    groups = summary["groups"]
+    assert sorted(groups) == ["g00", "g01"] and sorted(n for g in groups.values() for n in g) == [
+        "anna",
+        "bert",
+        "carl",
+        "dora",
     ]
-    assert json.loads((out / "synth.json").read_text())["sources"] == 2
+    for group, members in groups.items():
+        for name in members:
+            assert (out / "real" / group / name / "000000.png").is_file()
+            assert sorted(p.name for p in (out / "fake" / group / name).iterdir()) == [
+                "000000_cross0.png",
+                "000000_cross1.png",
+                "000000_sbi0.png",
+                "000000_sbi1.png",
+            ]
+    assert json.loads((out / "synth.json").read_text())["sources"] == 4
 
     cache = tmp_path / "cache"
     run_prepare(PrepareRequest(layout="folder", root=out, out=cache, group_by="^[^/]+", **DET), QUIET)
     with (cache / "index.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["identity"] for r in rows} == {"anna", "bert"}
-    for identity in ("anna", "bert"):
-        mine = [r for r in rows if r["identity"] == identity]
+    assert {r["identity"] for r in rows} == {"g00", "g01"}
+    for group, members in groups.items():
+        mine = [r for r in rows if r["identity"] == group]
+        assert len(mine) == 5 * len(members)  # each real frame, its two cross blends and its two self-blends
         assert len({r["split"] for r in mine}) == 1 and {r["label"] for r in mine} == {"0", "1"}
 
 

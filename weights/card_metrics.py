@@ -22,13 +22,13 @@ from gmdf_cli.weights import load_weights
 
 
 def source_of(row: Crop) -> str:
-    """The media source a cached crop came from, from its video id (``real/<source>/...`` or a synth folder name
-    ``<source>__...``); the domain itself when there is nothing finer."""
+    """The media source a cached crop came from, from its video id (``real/<source>/...``, or a synth folder
+    ``real/<group>/<source>__<file>/<frame>``); the domain itself when there is nothing finer."""
     parts = row.video_id.split("/")
     if row.domain == "images" and len(parts) > 2:
         return parts[1]
-    if row.domain == "cross" and len(parts) > 1:
-        return re.split("__", parts[1])[0]
+    if row.domain == "cross" and len(parts) > 2:
+        return re.split("__", parts[-2])[0]
     return row.domain
 
 

@@ -32,8 +32,10 @@ done
 ln -sfn "$MEDIA/sd21_sdfd/fake" "$WORK/pool/images/fake/sd21"
 ln -sfn "$MEDIA/stylegan_basemax/fake" "$WORK/pool/images/fake/stylegan"
 
-# 2. Cross-identity blends made from the real videos (gmdf synth), one source folder per input video.
-gmdf synth --root "$WORK/pool/videos" --out "$WORK/cross" --kind cross --frames 12 --seed 0 "${DETECTOR[@]}"
+# 2. Cross-identity blends made from the real videos (gmdf synth): the videos are dealt into pairs, each blends
+#    only its partner's face, and prepare splits by pair, so no held-out face is ever seen in training.
+gmdf synth --root "$WORK/pool/videos" --out "$WORK/cross" --kind cross --frames 12 --group-size 2 --seed 0 \
+  "${DETECTOR[@]}"
 
 # 3. Face crops, split by identity (one cache, one domain per source).
 CACHE="$WORK/cache"

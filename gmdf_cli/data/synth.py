@@ -8,11 +8,15 @@
 
 Output, ready for ``gmdf prepare --domain folder --group-by '^[^/]+'``::
 
-    OUT/real/<source>/<frame>.png            the real frames used
-    OUT/fake/<source>/<frame>_sbi<k>.png     their self-blended versions
-    OUT/fake/<source>/<frame>_cross<k>.png   cross-identity blends onto them
+    OUT/real/<group>/<source>/<frame>.png            the real frames used
+    OUT/fake/<group>/<source>/<frame>_sbi<k>.png     their self-blended versions
+    OUT/fake/<group>/<source>/<frame>_cross<k>.png   cross-identity blends onto them
 
-``<source>`` is one folder per input file, so a person's real frames and their fakes share a split.
+``<source>`` is one folder per input file. The input files are dealt at random into groups of ``group_size``
+(``g00``, ``g01``...) and a cross blend only takes its donor face from the same group, so splitting by group keeps
+every face, as a real person and as a pasted donor, inside one split: a held-out person is never seen in training,
+not even as the fake face of somebody else (which would teach a small model "this face is fake" and turn its
+held-out scores upside down).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class SynthRequest:
     frames: int = 8
     per_frame: int = 1
     seed: int = 0
+    group_size: int = 2
+    """Input files per donor group (the last group takes the remainder); cross blends stay inside a group."""
     detector: str = "retinaface"
     detector_weights: str | None = None
     det_size: int = DETECTION_SIDE
@@ -115,6 +121,14 @@ def cross_blend(
     return np.clip(_jitter(warped, rng) * m + target.astype(np.float32) * (1 - m), 0, 255).astype(np.uint8)
 
 
+def donor_groups(sources: list[str], size: int, rng: np.random.Generator) -> dict[str, str]:
+    """Deal the sources at random into groups of ``size`` (at least 2, the last group takes the remainder):
+    source -> group name ``gNN``."""
+    order = [sources[i] for i in rng.permutation(len(sources))]
+    count = max(1, len(order) // max(2, size))
+    return {name: f"g{min(i // max(2, size), count - 1):02d}" for i, name in enumerate(order)}
+
+
 def _source_name(path: Path, root: Path) -> str:
     rel = path.relative_to(root).with_suffix("").as_posix() if path.is_relative_to(root) else path.stem
     return re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))[:120]
@@ -154,22 +168,23 @@ def run_synth(request: SynthRequest, console: Console) -> dict[str, Any]:
     sources = sorted({name for name, *_ in faces})
     if "cross" in request.kinds and len(sources) < 2:
         raise UsageError("cross-identity blends need faces from at least two different files")
+    groups = donor_groups(sources, request.group_size, rng)
     counts = {"real": 0, **{k: 0 for k in request.kinds}}
     with progress_bar(console, "frames") as progress:
         task = progress.add_task("synthesising", total=len(faces))
         for name, index, image, face in faces:
-            real_path = request.out / "real" / name / f"{index:06d}.png"
+            real_path = request.out / "real" / groups[name] / name / f"{index:06d}.png"
             real_path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(real_path), image)
             counts["real"] += 1
-            fake_dir = request.out / "fake" / name
+            fake_dir = request.out / "fake" / groups[name] / name
             fake_dir.mkdir(parents=True, exist_ok=True)
             for k in range(request.per_frame):
                 if "sbi" in request.kinds:
                     cv2.imwrite(str(fake_dir / f"{index:06d}_sbi{k}.png"), self_blend(image, face.box, rng))
                     counts["sbi"] += 1
                 if "cross" in request.kinds:
-                    others = [f for f in faces if f[0] != name]
+                    others = [f for f in faces if f[0] != name and groups[f[0]] == groups[name]]
                     donor = others[int(rng.integers(len(others)))]
                     blend = cross_blend(image, face.box, donor[2], donor[3].box, rng)
                     cv2.imwrite(str(fake_dir / f"{index:06d}_cross{k}.png"), blend)
@@ -177,6 +192,7 @@ def run_synth(request: SynthRequest, console: Console) -> dict[str, Any]:
             progress.advance(task)
     summary = {
         "sources": len(sources),
+        "groups": {g: sorted(n for n in sources if groups[n] == g) for g in sorted(set(groups.values()))},
         "written": counts,
         "skipped": skipped,
         "request": {**asdict(request), "root": str(request.root), "out": str(request.out)},
