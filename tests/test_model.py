@@ -189,7 +189,8 @@ def test_conv_tower_masks_pixels_before_the_stem_and_routes_by_domain() -> None:
     cfg = get_config("cnn-small")
     torch.manual_seed(2)
     model = perturbed(build_model(cfg))
-    images = torch.randn(2, 3, 128, 128)
+    size = cfg.vision.image_size
+    images = torch.randn(2, 3, size, size)
     mask = random_patch_mask(2, cfg.grid**2, 0.2, torch.Generator().manual_seed(0))
     altered = images.clone()
     for b in range(2):

@@ -212,11 +212,13 @@ def test_heatmaps_work_for_the_conv_tower() -> None:
     from gmdf_cli.analysis.heatmaps import gradcam_maps
 
     torch.manual_seed(0)
-    model = perturbed(build_model(get_config("cnn-small")))
+    cfg = get_config("cnn-small")
+    model = perturbed(build_model(cfg))
     model.drop_text_tower()
-    crop = crop_face(cv2.imread(str(ASTRONAUT)), FACE_BOX, 128)
+    size = cfg.vision.image_size
+    crop = crop_face(cv2.imread(str(ASTRONAUT)), FACE_BOX, size)
     maps = gradcam_maps(model, [crop, crop[:, ::-1].copy()])
-    assert maps.shape == (2, 128, 128) and maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
+    assert maps.shape == (2, size, size) and maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
 
 
 def test_animated_webp_is_a_frame_sequence(weights: Path, tmp_path: Path) -> None:

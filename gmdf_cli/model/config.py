@@ -156,7 +156,7 @@ def _cnn_small() -> GMDFConfig:
         name="cnn-small",
         embed_dim=256,
         vision=VisionConfig(
-            image_size=128, patch_size=16, width=32, head_width=64, kind="resnet", stage_layers=(2, 2, 2, 2)
+            image_size=192, patch_size=16, width=32, head_width=64, kind="resnet", stage_layers=(2, 2, 2, 2)
         ),
         text=TextConfig(context_length=32, width=128, heads=4, layers=3),
         clip_model=None,
