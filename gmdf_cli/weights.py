@@ -54,7 +54,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="cnn-small",
         description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
-        sha256="ce1b7fc1f3c7c94731d85e9dc2a14841fe7795fa915f82bbc94e147d8725658d",
+        sha256="f6d3d2e5a735fe6d7f76fb9b4c5bfb5e8b197ab34fa6d00553797f69de9e16a7",
         local="gmdf-cnn-small-dev.safetensors",
     )
 }
