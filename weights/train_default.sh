@@ -4,7 +4,7 @@
 #   bash weights/train_default.sh [MEDIA] [WORK] [EXTRA gmdf train OPTIONS...]
 # MEDIA: the development media folder (default ../shared/media, laid out <source>/{real,fake}/...).
 # WORK:  a new folder for the pools, the cache and the run (default ./default-run).
-# The model lands in WORK/run/best.safetensors; the card (weights/README.md) says how it was measured.
+# The model lands in WORK/run/last.safetensors (the file the card ships); the card (weights/README.md) says how it was measured.
 set -euo pipefail
 MEDIA=$(cd "${1:-../shared/media}" && pwd)
 WORK=${2:-default-run}
@@ -32,8 +32,9 @@ done
 ln -sfn "$MEDIA/sd21_sdfd/fake" "$WORK/pool/images/fake/sd21"
 ln -sfn "$MEDIA/stylegan_basemax/fake" "$WORK/pool/images/fake/stylegan"
 
-# 2. Cross-identity blends made from the real videos (gmdf synth): the videos are dealt into pairs, each blends
-#    only its partner's face, and prepare splits by pair, so no held-out face is ever seen in training.
+# 2. Cross-identity blends made from the real videos (gmdf synth): the videos are dealt into pairs (an odd one
+#    joins a pair), each blends only its group's faces, and prepare splits by group, so no held-out face is ever
+#    seen in training.
 gmdf synth --root "$WORK/pool/videos" --out "$WORK/cross" --kind cross --frames 12 --group-size 2 --seed 0 \
   "${DETECTOR[@]}"
 

@@ -124,9 +124,10 @@ def cross_blend(
 def donor_groups(sources: list[str], size: int, rng: np.random.Generator) -> dict[str, str]:
     """Deal the sources at random into groups of ``size`` (at least 2, the last group takes the remainder):
     source -> group name ``gNN``."""
+    size = max(2, size)
     order = [sources[i] for i in rng.permutation(len(sources))]
-    count = max(1, len(order) // max(2, size))
-    return {name: f"g{min(i // max(2, size), count - 1):02d}" for i, name in enumerate(order)}
+    count = max(1, len(order) // size)
+    return {name: f"g{min(i // size, count - 1):02d}" for i, name in enumerate(order)}
 
 
 def _source_name(path: Path, root: Path) -> str:
@@ -169,6 +170,7 @@ def run_synth(request: SynthRequest, console: Console) -> dict[str, Any]:
     if "cross" in request.kinds and len(sources) < 2:
         raise UsageError("cross-identity blends need faces from at least two different files")
     groups = donor_groups(sources, request.group_size, rng)
+    donors = {n: [f for f in faces if f[0] != n and groups[f[0]] == groups[n]] for n in sources}
     counts = {"real": 0, **{k: 0 for k in request.kinds}}
     with progress_bar(console, "frames") as progress:
         task = progress.add_task("synthesising", total=len(faces))
@@ -184,7 +186,7 @@ def run_synth(request: SynthRequest, console: Console) -> dict[str, Any]:
                     cv2.imwrite(str(fake_dir / f"{index:06d}_sbi{k}.png"), self_blend(image, face.box, rng))
                     counts["sbi"] += 1
                 if "cross" in request.kinds:
-                    others = [f for f in faces if f[0] != name and groups[f[0]] == groups[name]]
+                    others = donors[name]
                     donor = others[int(rng.integers(len(others)))]
                     blend = cross_blend(image, face.box, donor[2], donor[3].box, rng)
                     cv2.imwrite(str(fake_dir / f"{index:06d}_cross{k}.png"), blend)
