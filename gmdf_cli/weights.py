@@ -54,7 +54,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="cnn-small",
         description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
-        sha256="f6d3d2e5a735fe6d7f76fb9b4c5bfb5e8b197ab34fa6d00553797f69de9e16a7",
+        sha256="9d2d888a1ac8d9fae76d8b4ce56e0500a0f2569430e79f6ade7e702915319890",
         local="gmdf-cnn-small-dev.safetensors",
     )
 }

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 from rich.console import Console
 
+from gmdf_cli.data.cache import read_index
 from gmdf_cli.data.prepare import PrepareRequest, run_prepare
-from gmdf_cli.data.synth import SynthRequest, cross_blend, donor_groups, run_synth, self_blend, soft_mask
+from gmdf_cli.data.synth import SynthRequest, _jitter, cross_blend, donor_groups, run_synth, self_blend, soft_mask
 
 from .conftest import DETECTOR_WEIGHTS, run_gmdf
 
@@ -35,6 +36,18 @@ def test_forgeries_change_the_face_region_only() -> None:
         assert fake.shape == image.shape and fake.dtype == np.uint8
         assert np.array_equal(fake[outside], image[outside])
         assert np.abs(fake[80:180, 200:270].astype(int) - image[80:180, 200:270]).mean() > 2
+
+
+def test_the_blended_source_is_made_coarser_or_sharper_than_the_face_it_covers() -> None:
+    image = cv2.imread(str(ASTRONAUT))
+
+    def detail(x: np.ndarray) -> float:
+        gray = cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY)
+        return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+    ratios = [detail(_jitter(image, np.random.default_rng(seed))) / detail(image) for seed in range(20)]
+    assert sum(r < 0.5 for r in ratios) >= 8  # down-and-up scaling or blur, the commoner case
+    assert sum(r > 1.5 for r in ratios) >= 3  # sharpening
 
 
 def test_donor_groups_deal_every_source_into_groups_of_two_or_more() -> None:
@@ -82,6 +95,7 @@ def test_synth_writes_a_folder_dataset_that_prepare_splits_by_donor_group(tmp_pa
     with (cache / "index.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert {r["identity"] for r in rows} == {"g00", "g01"}
+    assert {c.identity for c in read_index(cache)} == {"g00", "g01"}  # read back with the crops
     for group, members in groups.items():
         mine = [r for r in rows if r["identity"] == group]
         assert len(mine) == 5 * len(members)  # each real frame, its two cross blends and its two self-blends

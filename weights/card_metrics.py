@@ -5,7 +5,8 @@
 Scores the cache's held-out crops as `gmdf scan` does (the wildcard domain: a deployed model never knows the
 source) and reports video- and frame-level AUC per domain and per media source. A source holding one class only
 (e.g. Stable Diffusion fakes, SimSwap reals) is measured against the held-out items of the other class of its domain.
-A video's score is the mean of its frames' scores.
+A video's score is the mean of its frames' scores. The last column compares real and fake videos of the same
+identity (see ``same_identity_pairs``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,29 @@ def source_of(row: Crop) -> str:
     return row.domain
 
 
+def same_identity_pairs(rows: list[Crop], scores: list[float]) -> tuple[int, int]:
+    """Within-identity comparison: of the identities (prepare's ``--group-by`` groups) that hold both real and fake
+    videos, in how many does the mean fake video score above the mean real one? Celeb-DF and FaceForensics++ fakes
+    are made from real videos of the same person and scene, so this asks whether the forgery raises the score with
+    scene, camera and resolution held fixed, which a pooled AUC over a few videos cannot separate."""
+    videos: dict[tuple[str, str, int, str], list[float]] = {}
+    for row, score in zip(rows, scores, strict=True):
+        videos.setdefault((row.domain, row.identity, row.label, row.video_id), []).append(score)
+    by_class: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for (domain, identity, label, _), frame_scores in videos.items():
+        if identity:
+            by_class.setdefault((domain, identity), {}).setdefault(label, []).append(
+                sum(frame_scores) / len(frame_scores)
+            )
+    both = [c for c in by_class.values() if 0 in c and 1 in c]
+    above = sum(sum(c[1]) / len(c[1]) > sum(c[0]) / len(c[0]) for c in both)
+    return above, len(both)
+
+
 def metrics(rows: list[Crop], scores: list[float]) -> dict[str, float | int]:
     scored = Scored([f"{r.domain}/{r.video_id}" for r in rows], [r.label for r in rows], scores)
     frame, video = (detection_metrics(*scored.at(level)) for level in ("frame", "video"))
+    above, pairs = same_identity_pairs(rows, scores)
     return {
         "video_auc": video["auc"],
         "frame_auc": frame["auc"],
@@ -42,6 +63,8 @@ def metrics(rows: list[Crop], scores: list[float]) -> dict[str, float | int]:
         "n_real_videos": video["n_real"],
         "n_fake_videos": video["n_fake"],
         "n_frames": len(rows),
+        "pairs_fake_above": above,
+        "n_pairs": pairs,
     }
 
 
@@ -73,12 +96,13 @@ def main() -> None:
             report[f"{domain}/{source}"] = metrics([r for r, _ in own], [s for _, s in own])
     report["all"] = metrics(kept, scores)
     print(f"weights {resolved.name} (sha256 {resolved.sha256[:16]}), splits {sorted(splits)}, wildcard domain")
-    print("| set | video AUC | frame AUC | video ACC | real / fake videos | frames |")
-    print("|---|---|---|---|---|---|")
+    print("| set | video AUC | frame AUC | video ACC | real / fake videos | frames | same identity: fake above real |")
+    print("|---|---|---|---|---|---|---|")
     for name, m in report.items():
+        pairs = f"{m['pairs_fake_above']} / {m['n_pairs']}" if m["n_pairs"] else "-"
         print(
             f"| {name} | {m['video_auc']:.3f} | {m['frame_auc']:.3f} | {m['video_acc']:.3f} | "
-            f"{m['n_real_videos']} / {m['n_fake_videos']} | {m['n_frames']} |"
+            f"{m['n_real_videos']} / {m['n_fake_videos']} | {m['n_frames']} | {pairs} |"
         )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

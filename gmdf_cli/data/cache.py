@@ -23,6 +23,8 @@ class Crop:
     label: int
     frame: int
     path: Path
+    identity: str = ""
+    """The group prepare split by (``--group-by``): the person a real video shows, or the target of a fake."""
 
 
 def read_index(cache: Path) -> list[Crop]:
@@ -33,7 +35,15 @@ def read_index(cache: Path) -> list[Crop]:
         raise UsageError(f"no index.csv in {cache}: run `gmdf prepare --out {cache}` first")
     with index.open(newline="") as fh:
         rows = [
-            Crop(r["domain"], r["split"], r["video_id"], int(r["label"]), int(r["frame"]), cache / r["path"])
+            Crop(
+                r["domain"],
+                r["split"],
+                r["video_id"],
+                int(r["label"]),
+                int(r["frame"]),
+                cache / r["path"],
+                r.get("identity") or "",
+            )
             for r in csv.DictReader(fh)
         ]
     if not rows:

@@ -60,7 +60,7 @@ def soft_mask(shape: tuple[int, int], box: tuple[float, float, float, float], rn
     h, w = shape
     x1, y1, x2, y2 = box
     cx, cy = (x1 + x2) / 2 + rng.uniform(-0.04, 0.04) * (x2 - x1), (y1 + y2) / 2 + rng.uniform(-0.02, 0.06) * (y2 - y1)
-    ax, ay = (x2 - x1) / 2 * rng.uniform(0.75, 0.95), (y2 - y1) / 2 * rng.uniform(0.8, 1.0)
+    ax, ay = (x2 - x1) / 2 * rng.uniform(0.6, 0.95), (y2 - y1) / 2 * rng.uniform(0.65, 1.0)
     t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
     wobble = 1 + rng.uniform(-0.08, 0.08, t.shape)
     points = np.stack([cx + ax * wobble * np.cos(t), cy + ay * wobble * np.sin(t)], axis=1).astype(np.int32)
@@ -68,13 +68,20 @@ def soft_mask(shape: tuple[int, int], box: tuple[float, float, float, float], rn
     cv2.fillPoly(mask, [points], 1.0)
     k = max(3, int(0.15 * max(ax, ay)) | 1)
     mask = cv2.GaussianBlur(mask, (k, k), k / 3)
-    return mask * rng.choice([0.5, 0.75, 1.0, 1.0])
+    return mask * rng.choice([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
 
 
 def _jitter(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Colour (per-channel gain and shift) and frequency (blur or sharpen) jitter."""
+    """Colour (per-channel gain and shift) and frequency jitter: down- and up-scaling by 2-4x (the coarse texture of
+    a face a generator renders small and the swap pipeline enlarges), blur, or sharpening."""
     out: np.ndarray = image.astype(np.float32) * rng.uniform(0.9, 1.1, 3) + rng.uniform(-12, 12, 3)
-    if rng.random() < 0.5:
+    r = rng.random()
+    if r < 0.5:
+        h, w = out.shape[:2]
+        f = rng.uniform(2.0, 4.0)
+        small = cv2.resize(out, (max(8, round(w / f)), max(8, round(h / f))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    elif r < 0.7:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.6, 1.4))
     else:
         blurred = cv2.GaussianBlur(out, (0, 0), 1.2)
