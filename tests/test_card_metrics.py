@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from gmdf_cli.data.cache import Crop
 
 SCRIPT = Path(__file__).resolve().parents[1] / "weights" / "card_metrics.py"
 
 
-def load_script():  # type: ignore[no-untyped-def]
+def load_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("card_metrics", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from gmdf_cli.analysis.evaluate import Scored, score_crops
-from gmdf_cli.analysis.metrics import detection_metrics
+from gmdf_cli.analysis.metrics import detection_metrics, video_level
 from gmdf_cli.data.cache import Crop, read_index
 from gmdf_cli.weights import load_weights
 
@@ -38,15 +38,12 @@ def same_identity_pairs(rows: list[Crop], scores: list[float]) -> tuple[int, int
     videos, in how many does the mean fake video score above the mean real one? Celeb-DF and FaceForensics++ fakes
     are made from real videos of the same person and scene, so this asks whether the forgery raises the score with
     scene, camera and resolution held fixed, which a pooled AUC over a few videos cannot separate."""
-    videos: dict[tuple[str, str, int, str], list[float]] = {}
-    for row, score in zip(rows, scores, strict=True):
-        videos.setdefault((row.domain, row.identity, row.label, row.video_id), []).append(score)
+    keys = [f"{r.domain}/{r.video_id}" for r in rows]
+    identity_of = {key: (r.domain, r.identity) for key, r in zip(keys, rows, strict=True)}
     by_class: dict[tuple[str, str], dict[int, list[float]]] = {}
-    for (domain, identity, label, _), frame_scores in videos.items():
-        if identity:
-            by_class.setdefault((domain, identity), {}).setdefault(label, []).append(
-                sum(frame_scores) / len(frame_scores)
-            )
+    for key, label, score in zip(*video_level(keys, [r.label for r in rows], scores), strict=True):
+        if identity_of[key][1]:
+            by_class.setdefault(identity_of[key], {}).setdefault(label, []).append(score)
     both = [c for c in by_class.values() if 0 in c and 1 in c]
     above = sum(sum(c[1]) / len(c[1]) > sum(c[0]) / len(c[0]) for c in both)
     return above, len(both)
