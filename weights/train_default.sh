@@ -4,7 +4,8 @@
 #   bash weights/train_default.sh [MEDIA] [WORK] [EXTRA gmdf train OPTIONS...]
 # MEDIA: the development media folder (default ../shared/media, laid out <source>/{real,fake}/...).
 # WORK:  a new folder for the pools, the cache and the run (default ./default-run).
-# The model lands in WORK/run/last.safetensors (the file the card ships); the card (weights/README.md) says how it was measured.
+# The model lands in WORK/run/last.safetensors (the file the card ships); the card (weights/README.md) says how it
+# was measured.
 set -euo pipefail
 MEDIA=$(cd "${1:-../shared/media}" && pwd)
 WORK=${2:-default-run}
