@@ -37,3 +37,15 @@ def test_same_identity_pairs_compare_video_means_within_each_identity_only() -> 
     m = card.metrics(rows, scores)
     assert (m["pairs_fake_above"], m["n_pairs"]) == (1, 2)
     assert m["n_real_videos"] == 2 and m["n_fake_videos"] == 3
+
+
+def test_the_report_has_a_row_per_domain_one_over_the_video_domains_and_one_over_everything() -> None:
+    card = load_script()
+    rows = crops("id1", 0, "real/id1_0001", 2) + crops("id1", 1, "fake/id1_id2_0001", 2)
+    rows += [Crop("images", "test", f"real/photos/{i}", i % 2, 0, Path(f"{i}.png"), f"p{i}") for i in range(4)]
+    scores = [0.2, 0.4, 0.7, 0.9, 0.1, 0.8, 0.6, 0.3]  # images: real 0.1, 0.6; fake 0.8, 0.3
+    report = card.build_report(rows, scores)
+    assert list(report) == ["celeb", "images", "video domains", "all"]
+    assert report["video domains"]["video_auc"] == 1.0 and report["video domains"]["n_frames"] == 4
+    assert report["images"]["video_auc"] == 0.75  # 3 of the 4 fake-real pairs ordered right
+    assert report["all"]["n_frames"] == 8

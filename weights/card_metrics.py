@@ -65,6 +65,43 @@ def metrics(rows: list[Crop], scores: list[float]) -> dict[str, float | int]:
     }
 
 
+STILL_DOMAINS = ("images",)
+"""Domains of still images (train_default.sh's photos vs generated faces); every other domain comes from videos."""
+
+
+def build_report(kept: list[Crop], scores: list[float]) -> dict[str, dict[str, float | int]]:
+    """Metrics per domain, per media source inside a domain (when it has several), over the video domains
+    together (when stills are also present) and over everything."""
+    by_row = list(zip(kept, scores, strict=True))
+    report: dict[str, dict[str, float | int]] = {}
+    for domain in sorted({r.domain for r in kept}):
+        mine = [(r, s) for r, s in by_row if r.domain == domain]
+        report[domain] = metrics([r for r, _ in mine], [s for _, s in mine])
+        sources = sorted({source_of(r) for r, _ in mine})
+        for source in sources if len(sources) > 1 else []:
+            own = [(r, s) for r, s in mine if source_of(r) == source]
+            classes = {r.label for r, _ in own}
+            if len(classes) == 1:  # one-class source: against the other class of its domain
+                own += [(r, s) for r, s in mine if r.label not in classes]
+            report[f"{domain}/{source}"] = metrics([r for r, _ in own], [s for _, s in own])
+    from_video = [(r, s) for r, s in by_row if r.domain not in STILL_DOMAINS]
+    if 0 < len(from_video) < len(by_row):
+        report["video domains"] = metrics([r for r, _ in from_video], [s for _, s in from_video])
+    report["all"] = metrics(kept, scores)
+    return report
+
+
+def print_report(report: dict[str, dict[str, float | int]]) -> None:
+    print("| set | video AUC | frame AUC | video ACC | real / fake videos | frames | same identity: fake above real |")
+    print("|---|---|---|---|---|---|---|")
+    for name, m in report.items():
+        pairs = f"{m['pairs_fake_above']} / {m['n_pairs']}" if m["n_pairs"] else "-"
+        print(
+            f"| {name} | {m['video_auc']:.3f} | {m['frame_auc']:.3f} | {m['video_acc']:.3f} | "
+            f"{m['n_real_videos']} / {m['n_fake_videos']} | {m['n_frames']} | {pairs} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights")
@@ -79,28 +116,9 @@ def main() -> None:
     if args.domains:
         rows = [r for r in rows if r.domain in args.domains.split(",")]
     kept, scores = score_crops(model, rows, 0)
-    by_row = list(zip(kept, scores, strict=True))
-    report: dict[str, dict[str, float | int]] = {}
-    for domain in sorted({r.domain for r in kept}):
-        mine = [(r, s) for r, s in by_row if r.domain == domain]
-        report[domain] = metrics([r for r, _ in mine], [s for _, s in mine])
-        sources = sorted({source_of(r) for r, _ in mine})
-        for source in sources if len(sources) > 1 else []:
-            own = [(r, s) for r, s in mine if source_of(r) == source]
-            classes = {r.label for r, _ in own}
-            if len(classes) == 1:  # one-class source: against the other class of its domain
-                own += [(r, s) for r, s in mine if r.label not in classes]
-            report[f"{domain}/{source}"] = metrics([r for r, _ in own], [s for _, s in own])
-    report["all"] = metrics(kept, scores)
+    report = build_report(kept, scores)
     print(f"weights {resolved.name} (sha256 {resolved.sha256[:16]}), splits {sorted(splits)}, wildcard domain")
-    print("| set | video AUC | frame AUC | video ACC | real / fake videos | frames | same identity: fake above real |")
-    print("|---|---|---|---|---|---|---|")
-    for name, m in report.items():
-        pairs = f"{m['pairs_fake_above']} / {m['n_pairs']}" if m["n_pairs"] else "-"
-        print(
-            f"| {name} | {m['video_auc']:.3f} | {m['frame_auc']:.3f} | {m['video_acc']:.3f} | "
-            f"{m['n_real_videos']} / {m['n_fake_videos']} | {m['n_frames']} | {pairs} |"
-        )
+    print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 
