@@ -30,13 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from card_metrics import build_report, metrics, print_report
+from card_metrics import STILL_DOMAINS, build_report, metrics, print_report
 
 from gmdf_cli.analysis.evaluate import score_crops
 from gmdf_cli.data.cache import Crop, read_index
+from gmdf_cli.data.prepare import INDEX_FIELDS
+from gmdf_cli.fileio import atomic_path
 from gmdf_cli.weights import load_weights
-
-FIELDS = ["domain", "split", "video_id", "label", "frame", "path", "identity"]
 
 
 def group_of(row: Crop) -> tuple[str, str]:
@@ -80,19 +80,17 @@ def write_folds(cache: Path, out: Path, folds: int, seed: int) -> list[Path]:
             if labels != {0, 1}:
                 raise SystemExit(f"crossval: fold {k} would leave domain {domain!r} without both classes to train on")
         folder = out / f"fold{k}"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "index.csv.tmp"
-        with tmp.open("w", newline="") as fh:
+        with atomic_path(folder / "index.csv") as tmp, tmp.open("w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(FIELDS)
+            writer.writerow(INDEX_FIELDS)
             for r in rows:
                 split = "val" if fold[group_of(r)] == k else "train"
                 writer.writerow([r.domain, split, r.video_id, r.label, r.frame, r.path.resolve(), r.identity])
-        tmp.replace(folder / "index.csv")
         paths.append(folder)
-        held = sorted({f"{d}:{i}" for d, i in fold if fold[(d, i)] == k and d != "images"})
-        n_images = sum(1 for d, i in fold if fold[(d, i)] == k and d == "images")
-        print(f"fold {k}: holds out {' '.join(held)} and {n_images} images -> {folder}")
+        mine = [(d, i) for (d, i), f in fold.items() if f == k]
+        held = sorted(f"{d}:{i}" for d, i in mine if d not in STILL_DOMAINS)
+        n_stills = sum(d in STILL_DOMAINS for d, _ in mine)
+        print(f"fold {k}: holds out {' '.join(held)} and {n_stills} images -> {folder}")
     return paths
 
 
