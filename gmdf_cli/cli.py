@@ -382,6 +382,20 @@ def prepare(
     show_default=True,
     help="CLIP weights for the backbone: an open_clip tag or file, 'default' (the config's), or 'none'.",
 )
+@click.option(
+    "--mim-weight",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Weight of the masked-image-modelling loss (the paper: 1).",
+)
+@click.option(
+    "--align-weight",
+    type=click.FloatRange(min=0),
+    default=0.1,
+    show_default=True,
+    help="Weight of the domain-alignment loss.",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads.")
 @click.option("--augment", is_flag=True, help="Random crop, colour, blur, rescaling and JPEG on training crops.")
 @click.option(
@@ -405,6 +419,8 @@ def train(
     baseline: bool,
     second_order: bool,
     pretrained: str,
+    mim_weight: float,
+    align_weight: float,
     threads: int | None,
     augment: bool,
     online_blend: bool,
@@ -434,6 +450,8 @@ def train(
             baseline=baseline,
             second_order=second_order,
             pretrained=None if pretrained == "none" else pretrained,
+            mim_weight=mim_weight,
+            align_weight=align_weight,
             threads=threads,
             augment=augment,
             online_blend=online_blend,

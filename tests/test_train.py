@@ -123,6 +123,10 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(caches: tuple[
         "7",
         "--threads",
         "1",
+        "--mim-weight",
+        "0.5",
+        "--align-weight",
+        "0.2",
     ]
     full = run_gmdf("train", *args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
@@ -141,6 +145,8 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(caches: tuple[
     proc.wait()
     step = _resume_step(killed / "resume.safetensors")
     assert 13 <= step < 40 and step % 10 != 0  # killed mid-epoch, with a mid-epoch resume point
+    recorded = json.loads((killed / "run.json").read_text())
+    assert (recorded["mim_weight"], recorded["align_weight"]) == (0.5, 0.2)  # the resume trains with the same losses
     resumed = run_gmdf("train", "--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_file(str(tmp_path / "full" / "last.safetensors")), load_file(str(killed / "last.safetensors"))
