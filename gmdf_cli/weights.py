@@ -54,7 +54,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="cnn-small",
         description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
-        sha256="9d2d888a1ac8d9fae76d8b4ce56e0500a0f2569430e79f6ade7e702915319890",
+        sha256="840ea73c7d5ed5f502ed70ea372c6c747a020693712e36f62ea01e6486371bff",
         local="gmdf-cnn-small-dev.safetensors",
     )
 }

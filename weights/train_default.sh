@@ -50,4 +50,4 @@ gmdf prepare --domain folder --root "$WORK/pool/images" --name images --out "$CA
 
 # 4. GM-DF meta-learning on the four domains plus self-blends made on the fly ("blend"), with augmentation.
 gmdf train --config cnn-small --domains celeb,ffpp,cross,images --online-blend --augment \
-  --data "$CACHE" --out "$WORK/run" --epochs 10 --steps-per-epoch 100 --batch-size 30 --seed 0 "$@"
+  --data "$CACHE" --out "$WORK/run" --epochs 20 --steps-per-epoch 100 --batch-size 30 --seed 0 "$@"
