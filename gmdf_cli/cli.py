@@ -48,6 +48,34 @@ class GMDFGroup(click.Group):
             ctx.exit(130)
 
 
+def device_option(f: Any) -> Any:
+    """--device, the same on every command that runs a network (the model, the face detector or both)."""
+    return click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.",
+    )(f)
+
+
+def precision_option(f: Any) -> Any:
+    return click.option(
+        "--precision",
+        type=click.Choice(["fp32", "bf16", "fp16"]),
+        default="fp32",
+        show_default=True,
+        help="fp32 reproduces bit for bit; bf16/fp16 halve memory and are much faster on GPUs "
+        "(scores differ by ~1e-3; fp16 is for GPUs).",
+    )(f)
+
+
+def _device(spec: str) -> str:
+    """Check --device before any work (one clear line if it does not exist); returns the resolved name."""
+    from .device import resolve_device
+
+    return str(resolve_device(spec))
+
+
 def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
@@ -216,13 +244,8 @@ VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "no-face": "dim", "er
 )
 @click.option("--heatmaps", is_flag=True, help="With --out: Grad-CAM overlays of the most suspicious faces.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model.")
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="bf16: half the memory and much faster on CPUs with native bf16; scores differ by ~1e-3.",
-)
+@precision_option
+@device_option
 def scan(
     paths: tuple[str, ...],
     weights: str | None,
@@ -243,6 +266,7 @@ def scan(
     heatmaps: bool,
     threads: int | None,
     precision: str,
+    device: str,
 ) -> None:
     """Tell whether the faces in videos, images or folders of them are deepfakes.
 
@@ -278,6 +302,7 @@ def scan(
         csv=csv_path,
         heatmaps=heatmaps,
         precision=precision,
+        device=_device(device),
     )
     outcome = run_scan(request, err)
     if as_json:
@@ -328,6 +353,7 @@ def scan(
 @click.option("--detector", type=click.Choice(["retinaface", "retinaface-resnet50", "mtcnn"]), default="retinaface")
 @click.option("--detector-weights", type=click.Path(file_okay=False))
 @click.option("--det-size", type=click.IntRange(min=64), default=DETECTION_SIDE, show_default=True)
+@device_option
 def prepare(
     layout: str,
     root: Path,
@@ -342,6 +368,7 @@ def prepare(
     detector: str,
     detector_weights: str | None,
     det_size: int,
+    device: str,
 ) -> None:
     """Face crops and an index from a dataset in its official layout (resumable)."""
     from .data.prepare import PrepareRequest, run_prepare
@@ -361,6 +388,7 @@ def prepare(
             group_by=group_by,
             json_file=json_file,
             seed=seed,
+            device=_device(device),
         ),
         err,
     )
@@ -417,6 +445,9 @@ def prepare(
     is_flag=True,
     help="Add a 'blend' domain: real training crops against self-blended fakes made from them at every step.",
 )
+@click.option("--workers", type=click.IntRange(min=0), default=0, help="Data-loader processes (same batches for any).")
+@precision_option
+@device_option
 def train(
     domains: str | None,
     data: Path | None,
@@ -438,14 +469,23 @@ def train(
     threads: int | None,
     augment: bool,
     online_blend: bool,
+    workers: int,
+    precision: str,
+    device: str,
 ) -> None:
-    """Train GM-DF on several source domains with meta-learning (torchrun for several processes)."""
+    """Train GM-DF on several source domains with meta-learning (torchrun for several processes).
+
+    \b
+    --batch-size is the global batch: with N processes (torchrun) each takes an equal share of every domain's
+    crops, so N processes see exactly the crops one would.
+    """
     from .train.loop import Trainer, TrainRequest, load_request
 
     if resume is not None:
         request = load_request(resume)
         if threads:
             request.threads = threads
+        request.device, request.workers = device, workers  # where it runs, not what it computes
     else:
         if not (domains and data and out):
             raise click.UsageError("--domains, --data and --out are required (or --resume RUN)")
@@ -469,6 +509,9 @@ def train(
             threads=threads,
             augment=augment,
             online_blend=online_blend,
+            device=device,
+            precision=precision,
+            workers=workers,
         )
     trainer = Trainer(request, err)
     with progress_bar(err, "steps", disable=not trainer.dist.main) as progress:
@@ -480,6 +523,7 @@ def train(
         for key, value in summary["last"].items():
             if key.startswith("val_") and key.endswith("video_auc"):
                 table.add_row(key, f"{value:.3f}")
+        table.add_row("device", f"{summary['device']}, {summary['precision']}")
         if summary["world_size"] > 1:
             table.add_row("processes", f"{summary['world_size']} (weights agree: {summary['ranks_agree']})")
         err.print(table)
@@ -518,6 +562,8 @@ def train(
     type=click.Path(file_okay=False, path_type=Path),
     help="metrics.json, metrics.md, ROC curves (with --protocol: the runs and results).",
 )
+@precision_option
+@device_option
 def eval_command(
     folder: Path | None,
     weights: str | None,
@@ -536,6 +582,8 @@ def eval_command(
     detector_weights: str | None,
     as_json: bool,
     out: Path | None,
+    precision: str,
+    device: str,
 ) -> None:
     """AUC / ACC / EER / AP per domain and M_EER, frame- and video-level, as in the paper.
 
@@ -546,6 +594,7 @@ def eval_command(
     """
     from .analysis import evaluate as ev
 
+    device = _device(device)
     if protocol:
         from .train.loop import TrainRequest
         from .train.protocols import results_table, run_protocol
@@ -561,6 +610,8 @@ def eval_command(
             batch_size=batch_size,
             seed=seed,
             pretrained="default",
+            device=device,
+            precision=precision,
         )
         summary = run_protocol(protocol, data, out, template, err, split, p_real)
         if as_json:
@@ -569,14 +620,16 @@ def eval_command(
         return
     from .weights import DEFAULT_WEIGHTS, load_weights
 
-    model, _, _ = load_weights(weights or DEFAULT_WEIGHTS)
+    model, _, _ = load_weights(weights or DEFAULT_WEIGHTS, device=device, precision=precision)
     if data is not None:
         if not domains:
             raise click.UsageError("--data needs --domains")
         names = [d.strip() for d in domains.split(",") if d.strip()]
         scored = ev.score_cache(model, data, names, split, err)
     elif folder is not None:
-        scored, unusable = ev.score_folder(model, folder, err, detector_weights=detector_weights, frames=frames)
+        scored, unusable = ev.score_folder(
+            model, folder, err, detector_weights=detector_weights, frames=frames, device=device
+        )
         for line in unusable:
             err.print(f"[yellow]left out:[/] {line}", soft_wrap=True, highlight=False)
     else:
@@ -649,6 +702,8 @@ def _levels(text: str) -> list[int]:
 @click.option("--split", default="test", show_default=True, help="Prepared cache: split (or all).")
 @click.option("--detector-weights", type=click.Path(file_okay=False), help="RetinaFace weights folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@precision_option
+@device_option
 def robustness(
     data: Path,
     weights: str | None,
@@ -661,6 +716,8 @@ def robustness(
     split: str,
     detector_weights: str | None,
     as_json: bool,
+    precision: str,
+    device: str,
 ) -> None:
     """AUC and ACC under compression, blur, contrast, saturation, pixelation, noise and block corruptions at five
     severities (DeeperForensics-1.0 definitions). DATA: a folder with real/ and fake/, or a prepared cache."""
@@ -674,7 +731,8 @@ def robustness(
         raise click.BadParameter(
             f"unknown {unknown}; choose from {', '.join(CORRUPTIONS)} or all", param_hint="--corruption"
         )
-    model, resolved, _ = load_weights(weights or DEFAULT_WEIGHTS)
+    device = _device(device)
+    model, resolved, _ = load_weights(weights or DEFAULT_WEIGHTS, device=device, precision=precision)
     request = RobustnessRequest(
         data=data,
         weights=resolved.sha256,
@@ -686,6 +744,7 @@ def robustness(
         domains=[d.strip() for d in domains.split(",")] if domains else None,
         split=split,
         detector_weights=detector_weights,
+        device=device,
     )
     summary = run_robustness(request, model, err)
     if as_json:
@@ -720,6 +779,7 @@ def robustness(
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--detector-weights", type=click.Path(file_okay=False), help="RetinaFace weights folder.")
+@device_option
 def synth(
     root: Path,
     out: Path,
@@ -729,6 +789,7 @@ def synth(
     group_size: int,
     seed: int,
     detector_weights: str | None,
+    device: str,
 ) -> None:
     """Make fakes from real faces: self-blended images (sbi) and cross-identity blends (cross).
 
@@ -748,6 +809,7 @@ def synth(
             seed=seed,
             group_size=group_size,
             detector_weights=detector_weights,
+            device=_device(device),
         ),
         err,
     )

@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from .device import PRECISIONS, configure, resolve_device
 from .errors import WeightsError
 from .fileio import atomic_path, sha256_file
 from .model import GMDF, GMDFConfig, build_model
@@ -291,17 +292,17 @@ def _shape_fields(cfg: GMDFConfig) -> str:
     return cfg.replace(name="-").to_json()
 
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
 def load_weights(
     spec: str, device: str | torch.device = "cpu", precision: str = "fp32"
 ) -> tuple[GMDF, ResolvedWeights, dict[str, str]]:
     """Resolve a ``--weights`` value and load the model ready for inference (no text tower), with the file's
-    metadata (which may carry a calibrated decision ``threshold``). ``precision`` ``bf16`` loads the weights
-    straight into bfloat16: half the memory, and much faster on CPUs with native bf16 (AVX512-BF16, AMX)."""
+    metadata (which may carry a calibrated decision ``threshold``). ``device``: ``auto``, ``cpu``, ``cuda:1``, ...
+    ``precision`` ``bf16``/``fp16`` loads the weights straight into that type: half the memory, and much faster on
+    GPUs and on CPUs with native bf16 (AVX512-BF16, AMX)."""
     resolved = resolve_weights(spec)
-    model, meta = load_checkpoint(resolved.path, device=device, inference=True, dtype=PRECISIONS[precision])
+    target = resolve_device(device) if isinstance(device, str) else device
+    configure(target, precision)
+    model, meta = load_checkpoint(resolved.path, device=target, inference=True, dtype=PRECISIONS[precision])
     model.drop_text_tower()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -55,7 +55,7 @@ def score_crops(model: GMDF, rows: list[Crop], domain: int = 0, batch_size: int 
         chunk = rows[start : start + batch_size]
         images, _, bad = load_batch(chunk, size)
         kept.extend(r for r in chunk if r.path not in bad)
-        scores.extend(model.predict(images.to(next(model.parameters()).dtype), domain).float().tolist())
+        scores.extend(model.score(images, domain))
     return kept, scores
 
 
@@ -89,11 +89,12 @@ def score_folder(
     detector: str = "retinaface",
     detector_weights: str | None = None,
     frames: int = 32,
+    device: str = "cpu",
 ) -> tuple[dict[str, Scored], list[str]]:
     """A folder with real/ and fake/ (videos or images), scanned exactly as `gmdf scan` does: a frame's score is its
     most suspicious face; a video's, the mean of its frames. Returns scores and the files that could not be used."""
     items = labelled_items(folder)
-    det, fallback = load_detector(detector, detector_weights)
+    det, fallback = load_detector(detector, detector_weights, device=device)
     if fallback:
         console.print(f"[yellow]warning:[/] {fallback}", soft_wrap=True)
     scanner = Scanner(model, det, ScanOptions(Sampling(frames=frames), keep_crops=0))

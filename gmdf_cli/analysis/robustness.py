@@ -66,6 +66,8 @@ class RobustnessRequest:
     threshold: float = 0.5
     seed: int = 0
     batch_size: int = 32
+    device: str = "cpu"
+    """The face detector's device (the model comes already on it)."""
 
     @property
     def combos(self) -> list[str]:
@@ -92,7 +94,7 @@ class Sweep:
         out: list[float] = []
         for start in range(0, len(crops), self.request.batch_size):
             with torch.inference_mode():
-                out.extend(self.model.predict(to_model_input(crops[start : start + self.request.batch_size])).tolist())
+                out.extend(self.model.score(to_model_input(crops[start : start + self.request.batch_size])))
         return out
 
     def _frame_scores(self, groups: list[list[np.ndarray]]) -> list[float | None]:
@@ -108,7 +110,7 @@ class Sweep:
     def run_folder(self) -> dict[str, Any]:
         req = self.request
         items = labelled_items(req.data)
-        self.detector, fallback = load_detector(req.detector, req.detector_weights, req.det_size)
+        self.detector, fallback = load_detector(req.detector, req.detector_weights, req.det_size, req.device)
         if fallback:
             self.console.print(f"[yellow]warning:[/] {fallback}", soft_wrap=True)
         sample = next((i.path for i, label in items if label == 1), items[0][0].path)

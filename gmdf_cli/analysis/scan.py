@@ -8,14 +8,20 @@ the threshold (fake when score >= threshold); a file with no face anywhere is ``
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import platform
+import queue
 import statistics
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -27,7 +33,9 @@ from ..data.media import MediaError, MediaItem, OpenedMedia, Sampling, open_medi
 from ..fileio import sha256_file
 from ..model import GMDF
 
+T = TypeVar("T")
 DEFAULT_THRESHOLD = 0.5
+DECODE_THREADS_GPU = 4
 DISPLAY_SIZE = 224
 IMAGE_DETECTION_SIDE = 1024
 
@@ -41,6 +49,11 @@ class ScanOptions:
     """Faces scored per frame at most (the most confident detections)."""
     keep_crops: int = 8
     """Most suspicious face crops kept per file (for heatmaps and the report)."""
+    decode_threads: int | None = None
+    """Threads that decode and detect files while the model scores (None: 4 on GPUs, 0 on CPUs, where the
+    threads would only share the same cores)."""
+    prefetch_frames: int = 16
+    """Frames each decoding thread may run ahead of the model."""
 
 
 @dataclass
@@ -190,15 +203,13 @@ class Scanner:
         self.detector = detector
         self.options = options
         self.size = model.config.vision.image_size
-        self.dtype = next(model.parameters()).dtype
         self.queue: list[_Pending] = []
 
     def _flush(self) -> None:
         if not self.queue:
             return
-        batch = to_model_input([p.crop for p in self.queue]).to(self.dtype)
         with torch.inference_mode():
-            scores = self.model.predict(batch).float().tolist()
+            scores = self.model.score(to_model_input([p.crop for p in self.queue]))
         for pending, score in zip(self.queue, scores, strict=True):
             pending.face.score = float(score)
             keep = self.options.keep_crops
@@ -214,27 +225,62 @@ class Scanner:
                 del kept[keep:]
         self.queue.clear()
 
-    def _scan_frames(self, result: FileResult, media: OpenedMedia, on_frame: Callable[[], None]) -> None:
+    def _detect_file(self, result: FileResult, media: OpenedMedia, detector: Detector) -> Iterator[_Detected]:
+        """Decode, detect, track and crop one file's sampled frames (no model): what background threads can do
+        while the model scores earlier faces."""
         tracker = Tracker()
         # a still image is one frame: look closer for small faces, it costs little
-        max_side = max(IMAGE_DETECTION_SIDE, self.detector.info["max_side"]) if media.kind == "image" else None
+        max_side = max(IMAGE_DETECTION_SIDE, detector.info["max_side"]) if media.kind == "image" else None
         for frame in read_frames(media):
             if not result.width:
                 result.height, result.width = frame.image.shape[:2]
-            found = self.detector.detect(frame.image, max_side)
+            found = detector.detect(frame.image, max_side)
             faces = sorted(found, key=lambda f: -f.score)[: self.options.max_faces]
             tracks = tracker.assign([f.box for f in faces])
             frame_result = FrameResult(frame.index, frame.time)
+            crops: list[tuple[FaceResult, np.ndarray, np.ndarray | None]] = []
             for face, track in zip(faces, tracks, strict=True):
                 face_result = FaceResult([float(v) for v in face.box], track, detector_score=face.score)
                 frame_result.faces.append(face_result)
                 crop = crop_face(frame.image, face.box, self.size)
                 display = crop_face(frame.image, face.box, DISPLAY_SIZE) if self.options.keep_crops else None
-                self.queue.append(_Pending(result, frame_result, face_result, crop, display))
-                if len(self.queue) >= self.options.batch_size:
-                    self._flush()
-            result.frames.append(frame_result)
-            on_frame()
+                crops.append((face_result, crop, display))
+            yield _Detected(result, frame_result, crops)
+
+    def _file_events(self, result: FileResult, media: OpenedMedia | None, detector: Detector) -> Iterator[_Detected]:
+        """One file's events: its start, its frames, its end (``frame`` None; ``error`` set if reading failed)."""
+        yield _Detected(result, None, [], start=True)
+        if media is not None:
+            try:
+                result.sha256 = sha256_file(result.path)
+                yield from self._detect_file(result, media, detector)
+            except MediaError as exc:
+                result.error = str(exc)
+            except (OSError, cv2.error, ValueError, RuntimeError) as exc:
+                result.error = f"failed while reading ({_one_line(exc)})"
+        yield _Detected(result, None, [])
+
+    def _events(
+        self, probed: list[tuple[FileResult, OpenedMedia | None]], threads: int
+    ) -> Generator[_Detected, None, None]:
+        """Every file's events in input order. With ``threads`` > 0, files are decoded and detected by that many
+        background threads (each with its own copy of the detector, which keeps per-call state), each at most
+        ``prefetch_frames`` frames ahead of the model: decoding and detection release the GIL, so they overlap
+        each other and the model, and memory stays bounded whatever the number of files."""
+        if threads <= 0:
+            for result, media in probed:
+                yield from self._file_events(result, media, self.detector)
+            return
+        local = threading.local()
+
+        def events(result: FileResult, media: OpenedMedia | None) -> Iterator[_Detected]:
+            if not hasattr(local, "detector"):
+                local.detector = copy.deepcopy(self.detector)
+            return self._file_events(result, media, local.detector)
+
+        yield from in_order_threads(
+            [functools.partial(events, r, m) for r, m in probed], threads, self.options.prefetch_frames
+        )
 
     def scan(
         self,
@@ -259,30 +305,93 @@ class Scanner:
             probed.append((result, media))
         on_start(sum(r.frames_requested for r, _ in probed))
 
+        threads = self.options.decode_threads
+        if threads is None:  # a GPU should wait for nobody; on a CPU threads would only share the same cores
+            threads = DECODE_THREADS_GPU if next(self.model.parameters()).device.type != "cpu" else 0
         waiting: list[FileResult] = []
-        for result, media in probed:
-            start = time.perf_counter()
-            on_file(result.path)
-            if media is not None:
-                try:
-                    result.sha256 = sha256_file(result.path)
-                    self._scan_frames(result, media, on_frame)
-                except MediaError as exc:
-                    result.error = str(exc)
-                except (OSError, cv2.error, ValueError, RuntimeError) as exc:
-                    result.error = f"failed while reading ({_one_line(exc)})"
+        started = 0.0
+        with contextlib.closing(self._events(probed, threads)) as stream:
+            for event in stream:
+                result = event.file
+                if event.start:
+                    started = time.perf_counter()
+                    on_file(result.path)
+                    continue
+                if event.frame is not None:
+                    for face_result, crop, display in event.crops:
+                        self.queue.append(_Pending(result, event.frame, face_result, crop, display))
+                        if len(self.queue) >= self.options.batch_size:
+                            self._flush()
+                    result.frames.append(event.frame)
+                    on_frame()
+                    continue
                 if result.error:  # drop its queued faces; keep the rest of the batch
                     self.queue = [p for p in self.queue if p.file is not result]
-            result.seconds = time.perf_counter() - start
-            waiting.append(result)
-            while waiting and not any(p.file is waiting[0] for p in self.queue):
-                done = waiting.pop(0)
-                done.finalise(self.options.threshold)
-                yield done
+                result.seconds = time.perf_counter() - started
+                waiting.append(result)
+                while waiting and not any(p.file is waiting[0] for p in self.queue):
+                    done = waiting.pop(0)
+                    done.finalise(self.options.threshold)
+                    yield done
         self._flush()
         for done in waiting:
             done.finalise(self.options.threshold)
             yield done
+
+
+@dataclass
+class _Detected:
+    """One event of the detection stream: a file starts (``start``), a frame with its faces and crops, or the
+    file ends (``frame`` None)."""
+
+    file: FileResult
+    frame: FrameResult | None
+    crops: list[tuple[FaceResult, np.ndarray, np.ndarray | None]]
+    start: bool = False
+
+
+_DONE = object()
+
+
+def in_order_threads(sources: list[Callable[[], Iterator[T]]], threads: int, depth: int = 16) -> Iterator[T]:
+    """The items of ``sources`` (each a function returning an iterator), in order, computed by ``threads`` threads
+    at once: source k runs while the consumer drains sources before it, at most ``depth`` items ahead. An exception
+    in a thread is raised here; closing this generator (an error, Ctrl-C) stops the threads."""
+    stop = threading.Event()
+    queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=depth) for _ in sources]
+
+    def produce(index: int) -> None:
+        out = queues[index]
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for item in sources[index]():
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="gmdf-decode-detect")
+    try:
+        for index in range(len(sources)):  # started in order: source k has a thread by the time it is read
+            pool.submit(produce, index)
+        for out in queues:
+            while (item := out.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _one_line(exc: BaseException) -> str:

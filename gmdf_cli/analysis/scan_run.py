@@ -13,6 +13,7 @@ from rich.console import Console
 from .. import __version__
 from ..data.faces import DETECTION_SIDE, load_detector
 from ..data.media import Sampling, discover
+from ..device import resolve_device
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..fileio import write_text_atomic
 from ..progress import progress_bar
@@ -39,6 +40,7 @@ class ScanRequest:
     heatmaps: bool = False
     heatmap_faces: int = 8
     precision: str = "fp32"
+    device: str = "auto"
 
     def parameters(self) -> dict[str, Any]:
         params = asdict(self)
@@ -72,12 +74,13 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
     for path in found.skipped:
         console.print(f"[dim]skipped {path}: not an image or video[/]", soft_wrap=True)
 
-    model, resolved, meta = load_weights(spec, precision=request.precision)
+    device = resolve_device(request.device)
+    model, resolved, meta = load_weights(spec, device=device, precision=request.precision)
     cam_model = model
     if request.heatmaps and request.precision != "fp32":  # Grad-CAM works in fp32: a float copy explains
         cam_model = copy.deepcopy(model).float()
     threshold = request.threshold if request.threshold is not None else float(meta.get("threshold", DEFAULT_THRESHOLD))
-    detector, fallback = load_detector(request.detector, request.detector_weights, request.det_size)
+    detector, fallback = load_detector(request.detector, request.detector_weights, request.det_size, device)
     if fallback:
         console.print(f"[yellow]warning:[/] {fallback}", soft_wrap=True)
 

@@ -56,15 +56,28 @@ class RetinaFaceDetector:
     """facexlib's RetinaFace, run on the frame downscaled to ``max_side`` (faces in forensic footage are large; the
     detector's cost grows with pixels). frame (H, W, 3) BGR uint8 -> faces in full-frame coordinates."""
 
-    def __init__(self, name: str, weights_dir: Path, max_side: int = DETECTION_SIDE, threshold: float = 0.8) -> None:
+    def __init__(
+        self,
+        name: str,
+        weights_dir: Path,
+        max_side: int = DETECTION_SIDE,
+        threshold: float = 0.8,
+        device: torch.device | str = "cpu",
+    ) -> None:
         from facexlib.detection import init_detection_model
 
         model_name, filename = RETINAFACE_FILES[name]
-        self.net = init_detection_model(model_name, half=False, device="cpu", model_rootpath=str(weights_dir))
+        self.net = init_detection_model(model_name, half=False, device=str(device), model_rootpath=str(weights_dir))
         self.max_side = max_side
         self.threshold = threshold
         path = weights_dir / filename
-        self.info = {"name": name, "weights": str(path), "sha256": sha256_file(path), "max_side": max_side}
+        self.info = {
+            "name": name,
+            "weights": str(path),
+            "sha256": sha256_file(path),
+            "max_side": max_side,
+            "device": str(device),
+        }
 
     @torch.inference_mode()
     def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]:
@@ -77,16 +90,24 @@ class MTCNNDetector:
     """MTCNN from facenet-pytorch, whose weights ship inside the installed package: the detector of last resort
     when no RetinaFace weights can be found or downloaded."""
 
-    def __init__(self, max_side: int = DETECTION_SIDE, threshold: float = 0.9) -> None:
+    def __init__(
+        self, max_side: int = DETECTION_SIDE, threshold: float = 0.9, device: torch.device | str = "cpu"
+    ) -> None:
         import facenet_pytorch
         from facenet_pytorch import MTCNN
 
-        self.net = MTCNN(keep_all=True, device="cpu", min_face_size=40)
+        self.net = MTCNN(keep_all=True, device=str(device), min_face_size=40)
         self.max_side = max_side
         self.threshold = threshold
         data = Path(facenet_pytorch.__file__).parent / "data"
         digest = "+".join(sha256_file(data / f"{n}.pt")[:16] for n in ("pnet", "rnet", "onet"))
-        self.info = {"name": "mtcnn", "weights": str(data), "sha256": digest, "max_side": max_side}
+        self.info = {
+            "name": "mtcnn",
+            "weights": str(data),
+            "sha256": digest,
+            "max_side": max_side,
+            "device": str(device),
+        }
 
     @torch.inference_mode()
     def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]:
@@ -108,14 +129,17 @@ def facexlib_weights_dir() -> Path:
 
 
 def load_detector(
-    name: str = "retinaface", weights_dir: str | Path | None = None, max_side: int = DETECTION_SIDE
+    name: str = "retinaface",
+    weights_dir: str | Path | None = None,
+    max_side: int = DETECTION_SIDE,
+    device: torch.device | str = "cpu",
 ) -> tuple[Detector, str | None]:
     """The face detector, resolved in order: ``weights_dir``, ``$GMDF_DETECTOR_WEIGHTS``, facexlib's own cache,
     then facexlib's download. When none works, MTCNN (shipped inside facenet-pytorch) is used instead; the second
     value then says why, once, for the user. ``name`` is ``retinaface`` (MobileNet-0.25, the CPU default),
-    ``retinaface-resnet50`` or ``mtcnn``."""
+    ``retinaface-resnet50`` or ``mtcnn``. ``device``: where the detector runs (a resolved torch device)."""
     if name == "mtcnn":
-        return MTCNNDetector(max_side), None
+        return MTCNNDetector(max_side, device=device), None
     if name not in RETINAFACE_FILES:
         raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
     filename = RETINAFACE_FILES[name][1]
@@ -123,17 +147,17 @@ def load_detector(
     candidates.append(facexlib_weights_dir())
     for folder in candidates:
         if (folder / filename).is_file():
-            return RetinaFaceDetector(name, folder, max_side), None
+            return RetinaFaceDetector(name, folder, max_side, device=device), None
     try:  # facexlib downloads into its own cache; it prints progress on stdout, which is for --json
         with contextlib.redirect_stdout(sys.stderr):
-            return RetinaFaceDetector(name, facexlib_weights_dir(), max_side), None
+            return RetinaFaceDetector(name, facexlib_weights_dir(), max_side, device=device), None
     except Exception as exc:  # any download failure means the same thing to the user
         looked = ", ".join(str(c) for c in candidates)
         reason = (
             f"{filename} not found in {looked} and could not be downloaded ({type(exc).__name__}); "
             "using MTCNN from facenet-pytorch instead (pass --detector-weights DIR to use RetinaFace)"
         )
-        return MTCNNDetector(max_side), reason
+        return MTCNNDetector(max_side, device=device), reason
 
 
 def crop_face(frame: np.ndarray, box: tuple[float, float, float, float], size: int, scale: float = CROP_SCALE):

@@ -52,6 +52,8 @@ class PrepareRequest:
     group_by: str | None = None
     json_file: Path | None = None
     seed: int = 0
+    device: str = "cpu"
+    """The face detector's device (resolved by the caller)."""
 
     @property
     def domain_name(self) -> str:
@@ -122,11 +124,11 @@ def prepare_source(source: Source, detector: Detector, out: Path, frames: int) -
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(detector: str, weights: str | None, det_size: int, out: Path, frames: int) -> None:
+def _init_worker(detector: str, weights: str | None, det_size: int, out: Path, frames: int, device: str) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _worker.update(detector=load_detector(detector, weights, det_size)[0], out=out, frames=frames)
+    _worker.update(detector=load_detector(detector, weights, det_size, device)[0], out=out, frames=frames)
 
 
 def _work(source: Source) -> tuple[Source, dict[str, Any]]:
@@ -173,7 +175,14 @@ def run_prepare(request: PrepareRequest, console: Console) -> dict[str, Any]:
     todo = [s for s in sources if not record_path(request.out, s).exists()]
     if len(todo) < len(sources):
         console.print(f"resuming: {len(sources) - len(todo)} of {len(sources)} sources already prepared")
-    detector_args = (request.detector, request.detector_weights, request.det_size, request.out, request.frames)
+    detector_args = (
+        request.detector,
+        request.detector_weights,
+        request.det_size,
+        request.out,
+        request.frames,
+        request.device,
+    )
     progress = progress_bar(console, "videos")
     with progress:
         task = progress.add_task(f"preparing {request.domain_name}", total=len(todo))
@@ -183,7 +192,9 @@ def run_prepare(request: PrepareRequest, console: Console) -> dict[str, Any]:
                     write_text_atomic(record_path(request.out, source), json.dumps(record))
                     progress.advance(task)
         elif todo:
-            detector, fallback = load_detector(request.detector, request.detector_weights, request.det_size)
+            detector, fallback = load_detector(
+                request.detector, request.detector_weights, request.det_size, request.device
+            )
             if fallback:
                 console.print(f"[yellow]warning:[/] {fallback}", soft_wrap=True)
             for source in todo:

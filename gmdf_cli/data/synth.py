@@ -53,6 +53,8 @@ class SynthRequest:
     detector: str = "retinaface"
     detector_weights: str | None = None
     det_size: int = DETECTION_SIDE
+    device: str = "cpu"
+    """The face detector's device (resolved by the caller)."""
 
 
 def soft_mask(shape: tuple[int, int], box: tuple[float, float, float, float], rng: np.random.Generator) -> np.ndarray:
@@ -149,7 +151,7 @@ def run_synth(request: SynthRequest, console: Console) -> dict[str, Any]:
     found = discover([request.root])
     if not found.items:
         raise UsageError(f"no images or videos under {request.root}")
-    detector, fallback = load_detector(request.detector, request.detector_weights, request.det_size)
+    detector, fallback = load_detector(request.detector, request.detector_weights, request.det_size, request.device)
     if fallback:
         console.print(f"[yellow]warning:[/] {fallback}", soft_wrap=True)
     rng = np.random.default_rng(request.seed)

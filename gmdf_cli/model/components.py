@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import full_precision
+
 
 def _domain_rows(c: torch.Tensor, ndim: int) -> torch.Tensor:
     """Broadcast a domain-derived vector ((X,) shared by the batch, or (B, X) per sample) over token dims."""
@@ -282,14 +284,18 @@ class PatchTokenizer(nn.Module):
         self.register_buffer("codebook", codebook)
 
     def _codes(self, images: torch.Tensor) -> torch.Tensor:
+        """Always fp32 (autocast off): the nearest codeword must not flip with the precision of the run."""
         p = self.patch_size
-        patches = F.unfold(images.float(), kernel_size=p, stride=p).transpose(1, 2)  # (B, P, 3p^2)
-        patches = (patches - patches.mean(-1, keepdim=True)) / (patches.std(-1, keepdim=True) + 1e-4)
-        return F.normalize(patches @ self.projection, dim=-1)  # (B, P, dim)
+        with full_precision(images):
+            patches = F.unfold(images.float(), kernel_size=p, stride=p).transpose(1, 2)  # (B, P, 3p^2)
+            patches = (patches - patches.mean(-1, keepdim=True)) / (patches.std(-1, keepdim=True) + 1e-4)
+            return F.normalize(patches @ self.projection.float(), dim=-1)  # (B, P, dim)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (self._codes(images) @ self.codebook.T).argmax(-1)
+        codes = self._codes(images)
+        with full_precision(codes):
+            return (codes @ self.codebook.float().T).argmax(-1)
 
     @torch.no_grad()
     def fit(self, images: torch.Tensor, iters: int = 10) -> None:

@@ -239,6 +239,14 @@ class GMDF(nn.Module):
         """P(fake) (B,) in [0, 1]."""
         return self(images, domain).softmax(-1)[:, 1]
 
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, domain: Domain = 0) -> list[float]:
+        """P(fake) as plain floats for images (B, 3, H, W) given on any device in fp32: moved to the model's own
+        device and dtype first (pinned host memory is copied asynchronously to a GPU)."""
+        param = next(self.parameters())
+        batch = images.to(param.device, non_blocking=images.is_pinned()).to(param.dtype)
+        return self.predict(batch, domain).float().cpu().tolist()
+
     def forward_train(
         self, images: torch.Tensor, domain: torch.Tensor, patch_mask: torch.Tensor | None = None
     ) -> GMDFOutput:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..device import full_precision
+
 
 def domain_class_contrastive_loss(logits: torch.Tensor, domain: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Contrastive loss over all (domain, class) prompts, eq. 11.
@@ -34,7 +36,7 @@ def mim_loss(token_logits: torch.Tensor, target_ids: torch.Tensor, mask: torch.T
 
     token_logits: (B, P, K); target_ids: (B, P); mask: (B, P) bool.
     """
-    return F.cross_entropy(token_logits[mask], target_ids[mask])
+    return F.cross_entropy(token_logits[mask].float(), target_ids[mask])
 
 
 def _covariance(x: torch.Tensor) -> torch.Tensor:
@@ -55,6 +57,10 @@ def frechet_distance(
     mu: (F,), cov: (F, F). Returns a scalar.
     """
     eye = torch.eye(cov_s.shape[0], dtype=cov_s.dtype, device=cov_s.device)
+    if not bool(torch.isfinite(cov_s).all() and torch.isfinite(cov_t).all()):
+        # an overflow upstream (fp16 before the loss scaler has settled): a NaN loss makes the scaler skip the
+        # step, where a factorisation of non-finite matrices would raise
+        return (cov_s.sum() + cov_t.sum() + mu_s.sum() + mu_t.sum()) * float("nan")
     chol = torch.linalg.cholesky(cov_s + eps * eye)
     middle = chol.T @ (cov_t + eps * eye) @ chol
     middle = (middle + middle.T) / 2
@@ -64,5 +70,9 @@ def frechet_distance(
 
 
 def domain_alignment_loss(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Frechet distance between meta-train features (B_s, F) and meta-test features (B_t, F) (journal eq. 8)."""
-    return frechet_distance(source.mean(0), _covariance(source), target.mean(0), _covariance(target), eps)
+    """Frechet distance between meta-train features (B_s, F) and meta-test features (B_t, F) (journal eq. 8).
+    Always computed in fp32, also under mixed precision: covariances, Cholesky and eigenvalues are not safe in
+    bf16/fp16."""
+    with full_precision(source):
+        source, target = source.float(), target.float()
+        return frechet_distance(source.mean(0), _covariance(source), target.mean(0), _covariance(target), eps)

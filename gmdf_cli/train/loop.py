@@ -8,6 +8,10 @@ batch evaluated with theta_E', plus the domain-alignment Frechet loss between me
 (eq. 14-15), plus the meta-train batch's own L_sis + L_cls + L_mim (MLDG's objective). First-order by default (the
 inner gradient is not differentiated), second-order with ``second_order``. The meta-test domain is seen through the
 wildcard domain embedding: it plays the part of an unseen domain, which is also how the wildcard learns.
+
+Where it runs: ``--device`` (model, batches, masks and losses there), ``--precision`` (autocast; fp16 with a loss
+scaler), ``--workers`` data-loader processes (``loader.py``: the same batches for any number), and several processes
+under ``torchrun`` with torch DDP (``distributed.py``; ``--batch-size`` is the global batch).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -25,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from rich.console import Console
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -34,6 +36,7 @@ from torch.func import functional_call
 
 from ..analysis.evaluate import score_crops
 from ..analysis.metrics import detection_metrics, video_level
+from ..device import autocast, configure, describe, resolve_device
 from ..errors import UsageError
 from ..fileio import atomic_path, write_text_atomic
 from ..model import (
@@ -44,11 +47,12 @@ from ..model import (
     domain_class_contrastive_loss,
     get_config,
     mim_loss,
-    random_patch_mask,
 )
 from ..weights import save_checkpoint
-from .augment import ONLINE_DOMAIN, degrade, online_blend
-from .data import BalancedSampler, Crop, load_batch, read_index, select
+from .augment import ONLINE_DOMAIN
+from .data import BalancedSampler, load_batch, read_index, select
+from .distributed import Distributed, all_rows, mean_over_ranks
+from .loader import LoadedStep, StepPlanner, step_loader
 
 DEFAULT_LR = {"vit-b-16": 3e-6, "vit-tiny": 1e-3, "cnn-small": 1e-3}
 RESUME_FILE = "resume.safetensors"
@@ -75,6 +79,11 @@ class TrainRequest:
     grad_clip: float = 1.0
     threads: int | None = None
     """CPU threads; recorded so that a resumed run computes exactly as the original did."""
+    device: str = "auto"
+    precision: str = "fp32"
+    """fp32, or bf16/fp16 autocast (fp16 with a loss scaler); the Frechet loss and MIM tokens stay fp32."""
+    workers: int = 0
+    """Data-loader worker processes reading crops (0: the training process itself)."""
     augment: bool = False
     """Degrade training crops at random (crop, colour, blur, rescale, JPEG): see ``train.augment``."""
     online_blend: bool = False
@@ -106,24 +115,37 @@ class _TrainView(nn.Module):
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-"""images (B, 3, S, S), labels (B,), MIM patch mask (B, P)."""
+"""images (B, 3, S, S), labels (B,), MIM patch mask (B, P), all on the model's device."""
 
 
-class MetaObjective:
-    """The losses of one training step on tensors already in memory (so benchmarks can time exactly this)."""
+class MetaObjective(nn.Module):
+    """The losses of one training step on tensors already on the device (so benchmarks can time exactly this).
+    An ``nn.Module`` so that DistributedDataParallel wraps the whole step: ``objective("meta", parts, test)`` or
+    ``objective("baseline", images, labels)`` returns (loss, logs). With several processes the inner gradient and
+    the Frechet statistics are taken over the global batch, so N processes compute what one would."""
 
-    def __init__(self, model: GMDF, request: TrainRequest) -> None:
+    def __init__(self, model: GMDF, request: TrainRequest, device: torch.device | None = None) -> None:
+        super().__init__()
         self.model = model
         self.req = request
+        self.device = device or torch.device("cpu")
         self.theta_e = [(n, p) for n, p in model.named_parameters() if p.requires_grad and _is_theta_e(n)]
         self.view = _TrainView(model)
+        self.inner_scale = 1.0
+        """fp16: the loss scale, applied to the inner loss too so its gradients do not underflow."""
+
+    def forward(self, kind: str, *args: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.baseline(*args) if kind == "baseline" else self.meta(*args)
+
+    def _autocast(self) -> Any:
+        return autocast(self.device, self.req.precision)
 
     def _losses(
         self, out: Any, images: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         return {
-            "sis": domain_class_contrastive_loss(out.prompt_logits, domain, labels),
-            "cls": classification_loss(out.class_logits, labels),
+            "sis": domain_class_contrastive_loss(out.prompt_logits.float(), domain, labels),
+            "cls": classification_loss(out.class_logits.float(), labels),
             "mim": mim_loss(out.token_logits, self.model.tokenizer(images), mask),
         }
 
@@ -132,26 +154,42 @@ class MetaObjective:
         x_tr = torch.cat([b[0] for b, _ in train_parts])
         y_tr = torch.cat([b[1] for b, _ in train_parts])
         m_tr = torch.cat([b[2] for b, _ in train_parts])
-        d_tr = torch.cat([torch.full((len(b[1]),), idx, dtype=torch.long) for b, idx in train_parts])
-        out_tr = self.model.forward_train(x_tr, d_tr, m_tr)
+        d_tr = torch.cat(
+            [torch.full((len(b[1]),), idx, dtype=torch.long, device=x_tr.device) for b, idx in train_parts]
+        )
+        with self._autocast():
+            out_tr = self.model.forward_train(x_tr, d_tr, m_tr)
         tr = self._losses(out_tr, x_tr, d_tr, y_tr, m_tr)
         total = tr["cls"] + tr["sis"] + self.req.mim_weight * tr["mim"]
         logs = {f"train_{k}": v.item() for k, v in tr.items()}
         if test is not None:
-            params = [p for _, p in self.theta_e]
+            second = self.req.second_order
             grads = torch.autograd.grad(
-                tr["cls"], params, create_graph=self.req.second_order, retain_graph=True, allow_unused=True
+                tr["cls"] * self.inner_scale,
+                [p for _, p in self.theta_e],
+                create_graph=second,
+                retain_graph=True,
+                allow_unused=True,
             )
-            fast = {
-                f"model.{name}": p - self.req.inner_learning_rate * (g if self.req.second_order else g.detach())
-                for (name, p), g in zip(self.theta_e, grads, strict=True)
+            used = [
+                (n, p, g if second else g.detach())
+                for (n, p), g in zip(self.theta_e, grads, strict=True)
                 if g is not None
+            ]
+            flat = torch.cat([g.reshape(-1) for _, _, g in used]) / self.inner_scale
+            flat = mean_over_ranks(flat, second)  # one collective for all of theta_E
+            steps = flat.split([p.numel() for _, p, _ in used])
+            fast = {
+                f"model.{n}": p - self.req.inner_learning_rate * d.view_as(p)
+                for (n, p, _), d in zip(used, steps, strict=True)
             }
             x_te, y_te, m_te = test
-            d_te = torch.zeros(len(y_te), dtype=torch.long)  # the meta-test domain plays an unseen one
-            out_te = functional_call(self.view, fast, (x_te, d_te, m_te), strict=False)
+            # the meta-test domain plays an unseen one: the wildcard's row
+            d_te = torch.zeros(len(y_te), dtype=torch.long, device=x_te.device)
+            with self._autocast():
+                out_te = functional_call(self.view, fast, (x_te, d_te, m_te), strict=False)
             te = self._losses(out_te, x_te, d_te, y_te, m_te)
-            align = domain_alignment_loss(out_tr.features, out_te.features)
+            align = domain_alignment_loss(all_rows(out_tr.features), all_rows(out_te.features))
             total = total + te["sis"] + te["cls"] + self.req.mim_weight * te["mim"] + self.req.align_weight * align
             logs.update({f"test_{k}": v.item() for k, v in te.items()}, align=align.item())
         logs["loss"] = total.item()
@@ -159,45 +197,10 @@ class MetaObjective:
 
     def baseline(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Plain CLIP fine-tuning: real/fake under the wildcard prompts, nothing else."""
-        out = self.model.forward_train(images, torch.zeros(len(labels), dtype=torch.long))
-        loss = classification_loss(out.class_logits, labels)
+        with self._autocast():
+            out = self.model.forward_train(images, torch.zeros(len(labels), dtype=torch.long, device=images.device))
+        loss = classification_loss(out.class_logits.float(), labels)
         return loss, {"loss": loss.item(), "train_cls": loss.item()}
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
-
-    def shard(self, items: list[Crop]) -> list[Crop]:
-        return items[self.rank :: self.world] if self.world > 1 else items
-
-    def average_gradients(self, params: list[nn.Parameter]) -> None:
-        if self.world <= 1:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad /= self.world
-
-    def broadcast(self, model: nn.Module) -> None:
-        if self.world > 1:
-            for tensor in list(model.parameters()) + list(model.buffers()):
-                dist.broadcast(tensor.data, src=0)
 
 
 class Trainer:
@@ -207,7 +210,12 @@ class Trainer:
         torch.set_num_threads(request.threads or 1)
         self.req = request
         self.console = console
-        self.dist = Distributed.from_env()
+        self.device = resolve_device(request.device)
+        configure(self.device, request.precision)  # also a clear error for an unknown precision
+        self.dist = Distributed.from_env(self.device)
+        if self.dist.world > 1 and self.device.type == "cuda":  # one process per GPU
+            self.device = torch.device("cuda", self.dist.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
         self.run = Path(request.out)
         rows = read_index(Path(request.data))
         if len(set(request.domains)) != len(request.domains):
@@ -230,7 +238,7 @@ class Trainer:
         total = sum(len(v) for v in self.train_sets.values())
         self.steps_per_epoch = request.steps_per_epoch or max(1, math.ceil(total / request.batch_size))
         self.total_steps = self.steps_per_epoch * request.epochs
-        self.per_domain = max(2, request.batch_size // len(self.domains))
+        self.per_domain = self._per_domain()
         self.step = 0
         self.best = -1.0
         self.bad_crops: set[str] = set()
@@ -243,7 +251,39 @@ class Trainer:
             self.optimizer,
             lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / self.total_steps))),
         )
-        self.objective = MetaObjective(self.model, request)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=request.precision == "fp16")
+        self.objective = MetaObjective(self.model, request, self.device)
+        self.engine = self.dist.wrap(self.objective, self.device, find_unused=request.baseline)
+        self.planner = StepPlanner(
+            self.sampler,
+            self.gen,
+            self.domains,
+            self.per_domain,
+            self.cfg.grid**2,
+            self.cfg.mim_ratio,
+            baseline=request.baseline,
+            augment=request.augment,
+            online_blend=request.online_blend,
+            rank=self.dist.rank,
+            world=self.dist.world,
+        )
+        self.plan_state = self.planner.state()
+
+    def _per_domain(self) -> int:
+        """Crops per domain in one step of the global batch (``--batch-size`` is global: all processes together).
+        Each process takes an equal share of every domain's crops, so the share is rounded up to a multiple of the
+        process count: no process ever gets an empty or unequal part."""
+        per_domain = max(2, self.req.batch_size // len(self.domains))
+        world = self.dist.world
+        if world > 1 and per_domain % world:
+            rounded = -(-per_domain // world) * world
+            if self.dist.main:
+                self.console.print(
+                    f"[yellow]note:[/] {per_domain} crops per domain cannot be shared equally by {world} processes; "
+                    f"using {rounded} (global batch {rounded * len(self.domains)})"
+                )
+            per_domain = rounded
+        return per_domain
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _build_model(self) -> GMDF:
@@ -258,8 +298,7 @@ class Trainer:
                 f"cannot load the CLIP weights {pretrained!r} for {self.cfg.name} ({str(exc).splitlines()[0]}); "
                 "pass --pretrained FILE (an open_clip checkpoint) or --pretrained none"
             ) from None
-        self.dist.broadcast(model)
-        return model
+        return model.to(self.device)
 
     def _set_trainable(self) -> list[nn.Parameter]:
         for name, p in self.model.named_parameters():
@@ -277,76 +316,45 @@ class Trainer:
         """Derive the MIM codebook offline from the first training crops (deterministic)."""
         sample = [r for rows in self.train_sets.values() for r in rows][:256]
         images, _, bad = load_batch(sample, self.size)
-        self._report_bad(bad)
-        self.model.tokenizer.fit(images)
+        self._report_bad([str(b) for b in bad])
+        self.model.tokenizer.fit(images.to(self.device))
 
-    def _report_bad(self, bad: list[Path]) -> None:
+    def _report_bad(self, bad: list[str]) -> None:
         for path in bad:
-            if str(path) not in self.bad_crops:
-                self.bad_crops.add(str(path))
+            if path not in self.bad_crops:
+                self.bad_crops.add(path)
                 self.console.print(f"[yellow]skipped corrupt crop[/] {path}", soft_wrap=True)
 
     # -- one step --------------------------------------------------------------------------------------------------
-    def _batch(self, crops: list[Crop]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Images, labels and MIM masks for this rank. Flips and masks are drawn for the whole batch before it is
-        sharded, so every rank consumes the shared generator alike and the ranks stay in step."""
-        flip = torch.rand(len(crops), generator=self.gen) < 0.5
-        mask = random_patch_mask(len(crops), self.cfg.grid**2, self.cfg.mim_ratio, self.gen)
-        transform = None
-        if self.req.augment or self.req.online_blend:
-            seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
-            blend = [c.domain == ONLINE_DOMAIN and c.label == 1 for c in crops]
-            transform = self._transform(seed, blend)
-        if self.dist.world > 1:
-            crops, flip, mask = (
-                self.dist.shard(crops),
-                flip[self.dist.rank :: self.dist.world],
-                mask[self.dist.rank :: self.dist.world],
-            )
-        images, labels, bad = load_batch(crops, self.size, flip, transform)
-        if bad:
-            mask = mask[torch.tensor([c.path not in bad for c in crops])]
-            self._report_bad(bad)
-        return images, labels, mask
+    def loader(self, workers: int | None = None) -> Any:
+        """The steps still to run, from the planner's current state, read by ``--workers`` processes."""
+        count = self.req.workers if workers is None else workers
+        pin = self.device.type == "cuda"
+        return step_loader(self.planner, self.size, self.step, self.total_steps, count, pin)
 
-    def _transform(self, seed: int, blend: list[bool]) -> Any:
-        """transform(i, crop) for load_batch; crop i of the whole (unsharded) batch draws from its own generator, so
-        the images do not depend on how many processes share the batch."""
-        rank, world = self.dist.rank, self.dist.world
-
-        def apply(i: int, image: np.ndarray) -> np.ndarray:
-            index = i * world + rank
-            rng = np.random.default_rng([seed, index])
-            if blend[index]:
-                image = online_blend(image, rng)
-            return degrade(image, rng) if self.req.augment else image
-
-        return apply
-
-    def meta_step(self) -> dict[str, float]:
-        domains = self.domains
-        pick = int(torch.randint(len(domains), (1,), generator=self.gen)) if len(domains) > 1 else -1
-        draws = {d: self.sampler.draw(d, self.per_domain) for d in domains}
-        train_parts = [(self._batch(draws[d]), i + 1) for i, d in enumerate(domains) if i != pick]
-        test_part = self._batch(draws[domains[pick]]) if pick >= 0 else None
-        total, logs = self.objective.meta(train_parts, test_part)
+    def run_step(self, loaded: LoadedStep) -> dict[str, float]:
+        self._report_bad(loaded.bad)
+        batch = loaded.to(self.device)
+        self.objective.inner_scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
+        if self.req.baseline:
+            part = batch.train[0]
+            total, logs = self.engine("baseline", part.images, part.labels)
+        else:
+            train_parts = [((p.images, p.labels, p.mask), p.domain) for p in batch.train]
+            test = (batch.test.images, batch.test.labels, batch.test.mask) if batch.test is not None else None
+            total, logs = self.engine("meta", train_parts, test)
         self._apply(total)
-        return logs
-
-    def baseline_step(self) -> dict[str, float]:
-        crops = [c for d in self.domains for c in self.sampler.draw(d, self.per_domain)]
-        images, labels, _ = self._batch(crops)
-        loss, logs = self.objective.baseline(images, labels)
-        self._apply(loss)
+        self.plan_state = loaded.state
         return logs
 
     def _apply(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.dist.average_gradients(self.trainable)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         if self.req.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.req.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
 
     # -- validation ------------------------------------------------------------------------------------------------
@@ -382,17 +390,20 @@ class Trainer:
     def save_resume(self) -> None:
         if not self.dist.main:
             return
-        tensors = {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         opt = self.optimizer.state_dict()
         for idx, state in opt["state"].items():
             for key, value in state.items():
-                tensors[f"optim.{idx}.{key}"] = value.detach().clone().contiguous()
-        tensors["rng.generator"] = self.gen.get_state()
+                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().clone().contiguous()
+        tensors["rng.generator"] = self.plan_state["generator"]  # as after the last step run, not as read ahead
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {
             "step": str(self.step),
             "best": repr(self.best),
-            "sampler": json.dumps(self.sampler.state()),
+            "per_domain": str(self.per_domain),
+            "world_size": str(self.dist.world),
+            "grad_scaler": json.dumps(self.scaler.state_dict()),
+            "sampler": json.dumps(self.plan_state["sampler"]),
             "scheduler": json.dumps(self.scheduler.state_dict()),
             "param_groups": json.dumps(opt["param_groups"]),
             "python_random": json.dumps(random.getstate(), default=list),
@@ -413,12 +424,22 @@ class Trainer:
                 if k.startswith("optim."):
                     _, idx, name = k.split(".", 2)
                     optim.setdefault(int(idx), {})[name] = fh.get_tensor(k)
-            self.gen.set_state(fh.get_tensor("rng.generator"))
+            generator = fh.get_tensor("rng.generator")
             torch.set_rng_state(fh.get_tensor("rng.torch"))
+        saved_share = int(meta.get("per_domain", self.per_domain))
+        if saved_share != self.per_domain:
+            raise UsageError(
+                f"{path} was trained with {saved_share} crops per domain per step ({meta.get('world_size', '1')} "
+                f"process(es)); with {self.dist.world} it would be {self.per_domain}: resume with a process count "
+                f"that divides {saved_share}"
+            )
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict({"state": optim, "param_groups": json.loads(meta["param_groups"])})
         self.scheduler.load_state_dict(json.loads(meta["scheduler"]))
-        self.sampler.load_state(json.loads(meta["sampler"]))
+        self.planner.load_state({"generator": generator, "sampler": json.loads(meta["sampler"])})
+        self.plan_state = self.planner.state()
+        if "grad_scaler" in meta and self.scaler.is_enabled():
+            self.scaler.load_state_dict(json.loads(meta["grad_scaler"]))
         state = json.loads(meta["python_random"])
         random.setstate((state[0], tuple(state[1]), state[2]))
         self.step = int(meta["step"])
@@ -459,8 +480,8 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         started = time.perf_counter()
-        while self.step < self.total_steps:
-            logs = self.baseline_step() if self.req.baseline else self.meta_step()
+        for loaded in self.loader():
+            logs = self.run_step(loaded)
             self.step += 1
             count += 1
             for k, v in logs.items():
@@ -469,7 +490,7 @@ class Trainer:
                 progress.update(task, advance=1, description=f"training loss {logs['loss']:.3f}")
             if self.step % self.steps_per_epoch == 0:
                 epoch = self.step // self.steps_per_epoch
-                val = self.validate() if self.val_rows else {}
+                val = self.validate() if self.val_rows and self.dist.main else {}  # once, on rank 0
                 aucs = [m["video_auc"] for m in val.values() if not math.isnan(m["video_auc"])]
                 score = float(np.mean(aucs)) if aucs else -1.0
                 self._log_epoch(epoch, {k: v / count for k, v in sums.items()}, val, time.perf_counter() - started)
@@ -482,17 +503,15 @@ class Trainer:
             elif self.req.save_every and self.step % self.req.save_every == 0:
                 self.save_resume()
         digest = float(sum(p.detach().double().sum() for p in self.model.parameters()))
-        agree = True
-        if self.dist.world > 1:
-            gathered = [torch.zeros(1, dtype=torch.float64) for _ in range(self.dist.world)]
-            dist.all_gather(gathered, torch.tensor([digest], dtype=torch.float64))
-            agree = len({float(g) for g in gathered}) == 1
+        agree = self.dist.agree(digest)
         summary = {
             "run": str(self.run),
             "steps": self.step,
             "best_val_auc": self.best,
             "last": self.history[-1] if self.history else {},
             "world_size": self.dist.world,
+            "device": describe(self.device),
+            "precision": self.req.precision,
             "ranks_agree": agree,
             "weights_digest": digest,
             "corrupt_crops_skipped": len(self.bad_crops),
