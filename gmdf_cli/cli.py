@@ -408,7 +408,14 @@ def prepare(
 @click.option("--data", type=click.Path(path_type=Path), help="The cache made by `gmdf prepare`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (checkpoints, metrics).")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this folder.")
-@click.option("--config", "config_name", type=click.Choice(sorted(CONFIGS)), default="vit-tiny", show_default=True)
+@click.option(
+    "--config",
+    "config_name",
+    type=click.Choice(sorted(CONFIGS)),
+    default="vit-b-16",
+    show_default=True,
+    help="Model: vit-b-16 (the paper, from pretrained CLIP), cnn-small (CPU-sized), vit-tiny (a toy for tests).",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--lr", type=float, help="Learning rate (default: 3e-6 for vit-b-16 as in the paper, 1e-3 vit-tiny).")
@@ -434,9 +441,9 @@ def prepare(
 @click.option(
     "--align-weight",
     type=click.FloatRange(min=0),
-    default=0.1,
+    default=1.0,
     show_default=True,
-    help="Weight of the domain-alignment loss.",
+    help="Weight of the domain-alignment (Frechet) loss (the paper: 1).",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads.")
 @click.option("--augment", is_flag=True, help="Random crop, colour, blur, rescaling and JPEG on training crops.")
@@ -547,7 +554,7 @@ def train(
     "--config",
     "config_name",
     type=click.Choice(sorted(CONFIGS)),
-    default="vit-tiny",
+    default="vit-b-16",
     show_default=True,
     help="--protocol: model config to train.",
 )

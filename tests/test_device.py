@@ -109,7 +109,7 @@ def test_scan_and_eval_with_device_cpu_equal_the_default(tiny_weights: Path, cac
 
 def test_train_prepare_synth_with_device_cpu_equal_the_default(cache: Path, tmp_path: Path) -> None:
     common = ["--domains", "blend,noise", "--data", str(cache), "--epochs", "1", "--steps-per-epoch", "2",
-              "--batch-size", "8", "--threads", "1"]  # fmt: skip
+              "--batch-size", "8", "--threads", "1", "--config", "vit-tiny"]  # fmt: skip
     for tag, extra in (("default", []), ("cpu", ["--device", "cpu"])):
         out = cli("train", *common, "--out", str(tmp_path / f"run-{tag}"), *extra)
         assert out.exit_code == 0, out.stderr
@@ -139,7 +139,13 @@ def _steps(trainer: Trainer, workers: int, count: int) -> list[tuple[torch.Tenso
 def test_two_loader_workers_yield_the_batches_of_none(cache: Path, tmp_path: Path) -> None:
     def trainer() -> Trainer:
         request = TrainRequest(
-            domains=list(KINDS), data=str(cache), out=str(tmp_path), batch_size=12, augment=True, threads=1
+            domains=list(KINDS),
+            data=str(cache),
+            out=str(tmp_path),
+            batch_size=12,
+            augment=True,
+            threads=1,
+            config="vit-tiny",
         )
         return Trainer(request, QUIET)
 
@@ -151,7 +157,9 @@ def test_two_loader_workers_yield_the_batches_of_none(cache: Path, tmp_path: Pat
 
 
 def test_a_resume_state_is_the_state_after_the_last_step_run_not_the_read_ahead(cache: Path, tmp_path: Path) -> None:
-    request = TrainRequest(domains=list(KINDS), data=str(cache), out=str(tmp_path), batch_size=12, threads=1)
+    request = TrainRequest(
+        domains=list(KINDS), data=str(cache), out=str(tmp_path), batch_size=12, threads=1, config="vit-tiny"
+    )
     ahead = Trainer(request, QUIET)
     iterator = iter(ahead.loader(2))
     first = next(iterator)  # the workers have planned several steps beyond this one
@@ -171,7 +179,7 @@ def test_autocast_training_step_on_cpu_runs_and_keeps_the_frechet_term_finite(pr
     model.train(True)
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith("text."))
-    request = TrainRequest(domains=["a", "b", "c"], data="-", out="-", precision=precision)
+    request = TrainRequest(domains=["a", "b", "c"], data="-", out="-", precision=precision, config="vit-tiny")
     objective = MetaObjective(model, request, torch.device("cpu"))
     size, patches = cfg.vision.image_size, cfg.grid**2
     gen = torch.Generator().manual_seed(0)
@@ -238,7 +246,7 @@ def test_scan_on_cuda_matches_the_cpu(tmp_path: Path) -> None:
 def test_training_runs_on_cuda(cache: Path, tmp_path: Path, precision: str) -> None:
     out = run_gmdf("train", "--domains", ",".join(KINDS), "--data", str(cache), "--out", str(tmp_path / "run"),
                    "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "12", "--device", "cuda",
-                   "--precision", precision, "--workers", "2")  # fmt: skip
+                   "--precision", precision, "--workers", "2", "--config", "vit-tiny")  # fmt: skip
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / "run" / "summary-rank0.json").read_text())
     assert summary["device"].startswith("cuda") and summary["precision"] == precision

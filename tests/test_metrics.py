@@ -37,18 +37,25 @@ def test_detection_metrics_agree_with_sklearn() -> None:
     assert m["n_fake"] == labels.sum() and m["n_real"] == 500 - labels.sum()
 
 
-def test_m_eer_with_a_prior_hand_computed() -> None:
-    # domain A: EER point FAR = FRR = 1/4 (above); domain B: perfect
+def test_m_eer_weighs_frr_and_far_by_the_prior_at_the_best_threshold() -> None:
+    # domain A: reals 0.1 0.4 0.6, fakes 0.3 0.7 0.8 0.9 (flag fake when score >= t). (FRR, FAR) by threshold:
+    # inf (0, 1), 0.9 (0, 3/4), 0.8 (0, 2/4), 0.7 (0, 1/4), 0.6 (1/3, 1/4), 0.4 (2/3, 1/4), 0.3 (2/3, 0), 0.1 (1, 0).
+    # Domain B is perfect (0 at t = 0.9). At the EER point FRR = FAR = 1/4 whatever the prior.
     a = ([0, 0, 0, 1, 1, 1, 1], [0.1, 0.4, 0.6, 0.3, 0.7, 0.8, 0.9])
     b = ([0, 1], [0.2, 0.9])
-    assert m_eer({"a": a, "b": b}, p_real=0.9) == pytest.approx(0.9 * 0.25 + 0.1 * 0.25)
-    # domain-specific prior: P_real of A = 3/7; M = 3/7 * FRR + 4/7 * FAR = 1/4 since both are 1/4
-    assert m_eer({"a": a, "b": b}) == pytest.approx(0.25)
+    # P_real 0.9: best 0.9 * 0 + 0.1 * 1/4 = 0.025 at t = 0.7
+    assert m_eer({"a": a, "b": b}, p_real=0.9) == pytest.approx(0.025)
+    # P_real 0.1: best 0.1 * 2/3 + 0.9 * 0 = 1/15 at t = 0.3 (t = 0.7 would give 0.225)
+    assert m_eer({"a": a, "b": b}, p_real=0.1) == pytest.approx(1 / 15)
+    # each domain's own share of reals, 3/7 for A: 3/7 * 0 + 4/7 * 1/4 = 1/7 at t = 0.7
+    assert m_eer({"a": a, "b": b}) == pytest.approx(1 / 7)
 
 
-def test_m_eer_uses_the_prior_when_far_and_frr_differ() -> None:
-    # one real, one fake ranked wrong: FAR = FRR = 1 at every crossing -> M = 1 for any prior
-    assert m_eer({"x": ([0, 1], [0.9, 0.1])}, p_real=0.3) == pytest.approx(1.0)
+def test_m_eer_of_a_detector_ranked_upside_down_depends_on_the_prior() -> None:
+    # one real scored 0.9, one fake 0.1: flag nothing (FRR 0, FAR 1), flag all (FRR 1, FAR 0), t = 0.9 (1, 1)
+    x = {"x": ([0, 1], [0.9, 0.1])}
+    assert m_eer(x, p_real=0.3) == pytest.approx(0.3)  # flag everything: only the real (weight 0.3) is wrong
+    assert m_eer(x, p_real=0.8) == pytest.approx(0.2)  # flag nothing: only the fake (weight 0.2) is wrong
 
 
 def test_video_level_groups_by_id_not_by_name() -> None:

@@ -200,8 +200,30 @@ def test_conv_tower_masks_pixels_before_the_stem_and_routes_by_domain() -> None:
     with torch.no_grad():
         a = model.forward_train(images, torch.tensor([1, 2]), mask)
         b = model.forward_train(altered, torch.tensor([1, 2]), mask)
-        assert torch.equal(a.features, b.features) and a.token_logits is not None
+        assert a.token_logits is not None and b.token_logits is not None
+        assert torch.equal(a.token_logits, b.token_logits)  # masked pixels are painted over before the stem
+        assert torch.equal(a.features, model.encode_image(images, torch.tensor([1, 2])))  # the whole image
         assert a.token_logits.shape == (2, cfg.grid**2, cfg.mim_vocab)
         assert (model.encode_image(images, 1) - model.encode_image(images, 2)).abs().max() > 1e-4
     counts = model.parameter_counts()
     assert counts["added"] <= 0.12 * counts["image_backbone"]
+
+
+def test_each_sample_is_scaled_by_its_own_domains_temperature(tiny_model) -> None:
+    """MM eq. 9-11: every logit of sample i is s(i, d, c) / tau_{d_i}, tau_d = tau_base + phi * ||e_dom^d||."""
+    model = tiny_model.train(False)
+    with torch.no_grad():
+        model.prompts.phi.fill_(0.5)  # domains' temperatures now differ (their prompt vectors' norms differ)
+    text, temps = model.prompt_features()
+    assert len({round(float(t), 6) for t in temps.detach()}) == len(temps)
+    features = torch.nn.functional.normalize(torch.randn(2, text.shape[-1], generator=torch.Generator().manual_seed(0)))
+    domain = torch.tensor([1, 2])
+    logits = model.prompt_logits(features, domain)
+    for i in range(2):
+        tau = float(model.prompts.tau_base) + 0.5 * float(model.prompts.dom_ctx[int(domain[i])].detach().norm())
+        for d in range(text.shape[0]):
+            for c in range(2):
+                expected = float(features[i] @ text[d, c]) / tau
+                assert float(logits[i, d, c]) == pytest.approx(expected, rel=1e-5)
+    # what a deployed model scores, its own domain's row, is the same under either reading
+    assert torch.allclose(logits[0, 1], (features[0] @ text[1].T) / temps[1])

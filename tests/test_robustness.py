@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from gmdf_cli.analysis.corruptions import JPEG_QUALITY, LEVELS, corrupt_image, encode_h264, h264_command
 from gmdf_cli.model import build_model, get_config
@@ -72,9 +74,16 @@ def test_block_count_follows_the_frame_size() -> None:
     black = np.zeros((512, 700, 3), np.uint8)
     out = corrupt_image(black, "block", 1, np.random.default_rng(1))
     grey = int((out[..., 0] == 128).sum())
-    assert 0.8 * 32 * 64 <= grey <= 32 * 64  # 16 * (512 // 256) = 32 blocks of 8x8 (few overlap)
-    small = np.zeros((200, 300, 3), np.uint8)  # shorter side < 256: no blocks, as defined
-    assert (corrupt_image(small, "block", 5, RNG) == 0).all()
+    assert 0.8 * 32 * 64 <= grey <= 32 * 64  # 16 * 512 / 256 = 32 blocks of 8x8 (few overlap)
+
+
+def test_every_block_level_changes_a_face_crop_and_more_with_each_level() -> None:
+    crop = np.zeros((224, 224, 3), np.uint8)  # a face crop as prepare stores it: shorter side < 256
+    grey = [
+        int((corrupt_image(crop, "block", lv, np.random.default_rng(0))[..., 0] == 128).sum()) for lv in range(1, 6)
+    ]
+    assert grey[0] >= 0.8 * 14 * 64  # 16 * 224 / 256 = 14 blocks at level 1
+    assert all(a < b for a, b in itertools.pairwise(grey)), grey
 
 
 def test_noise_variance_in_ycbcr() -> None:
@@ -152,7 +161,17 @@ def test_robustness_all_on_real_videos_writes_table_plot_sheet_and_resumes(weigh
     assert set(summary["results"]) == set(LEVELS)
     for per_level in summary["results"].values():
         assert set(per_level) == {"1", "2", "3", "4", "5"}
-        assert all(m["auc"] is None or 0 <= m["auc"] <= 1 for m in per_level.values())
+    records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
+    labels = [r["label"] for r in records]
+    for name, per_level in summary["results"].items():  # each AUC is the one of the saved per-file scores
+        for level, m in per_level.items():
+            pairs = [(lab, r["scores"][f"{name}/{level}"]["score"]) for lab, r in zip(labels, records, strict=True)]
+            pairs = [(lab, score) for lab, score in pairs if score is not None]  # files with no face left out
+            if len({lab for lab, _ in pairs}) < 2:
+                assert m["auc"] is None
+                continue
+            expected = roc_auc_score([lab for lab, _ in pairs], [score for _, score in pairs])
+            assert m["auc"] == pytest.approx(expected), (name, level)
     assert summary["average"]["all"] is not None
     sample = str(sorted((data / "fake").iterdir())[0])  # redone once for the contact sheet, which comes at the end
     for p, stamp in kept.items():  # files finished before the kill were not redone

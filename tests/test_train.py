@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_meta_learning_detects_held_out_generated_videos(caches: tuple[Path, Pat
         "--config",
         "vit-tiny",
         "--epochs",
-        "40",
+        "24",
         "--batch-size",
         "24",
     )
@@ -128,6 +129,8 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(caches: tuple[
         "0.5",
         "--align-weight",
         "0.2",
+        "--config",
+        "vit-tiny",
     ]
     full = run_gmdf("train", *args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
@@ -170,7 +173,7 @@ def test_two_process_gloo_ddp_equals_one_process_with_the_same_global_batch(
     train, _ = caches
     run = tmp_path / "ddp"
     args = ["--domains", "blend,noise,blocks", "--data", str(train), "--epochs", "2", "--steps-per-epoch", "4",
-            "--batch-size", "12", "--threads", "1"]  # fmt: skip
+            "--batch-size", "12", "--threads", "1", "--config", "vit-tiny"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                 "--master_port", str(_free_port())]  # fmt: skip
@@ -198,7 +201,7 @@ def test_bad_training_input_is_one_clear_error(caches: tuple[Path, Path], tmp_pa
     train, _ = caches
 
     def trainer(**kw) -> Trainer:
-        base = {"domains": ["blend"], "data": str(train), "out": str(tmp_path / "r"), "epochs": 1}
+        base = {"domains": ["blend"], "data": str(train), "out": str(tmp_path / "r"), "epochs": 1, "config": "vit-tiny"}
         return Trainer(TrainRequest(**{**base, **kw}), QUIET)
 
     with pytest.raises(UsageError, match="'dfdc' is not in the cache"):
@@ -232,6 +235,7 @@ def test_a_corrupt_crop_is_skipped_and_reported(caches: tuple[Path, Path], tmp_p
     trainer = Trainer(
         TrainRequest(
             domains=["blend", "noise"],
+            config="vit-tiny",
             data=str(copy),
             out=str(tmp_path / "r"),
             epochs=1,
@@ -247,6 +251,7 @@ def test_a_corrupt_crop_is_skipped_and_reported(caches: tuple[Path, Path], tmp_p
 def _request(train: Path, out: Path, **kw: object) -> TrainRequest:
     base: dict = {
         "domains": ["noise", "blocks"],
+        "config": "vit-tiny",
         "data": str(train),
         "out": str(out),
         "epochs": 2,
@@ -294,3 +299,25 @@ def test_online_blend_refuses_a_cache_domain_of_the_same_name(
     train, _ = caches
     with pytest.raises(UsageError, match="online-blend domain"):
         Trainer(_request(train, tmp_path / "r", domains=[ONLINE_DOMAIN, "noise"]), QUIET)
+
+
+def test_the_mim_codebook_is_fitted_on_crops_of_every_training_domain(
+    caches: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, _ = caches
+    request = TrainRequest(domains=list(KINDS), data=str(train), out=str(tmp_path), config="vit-tiny", threads=1)
+    sample = Trainer(request, QUIET).tokenizer_sample(30)
+    assert Counter(c.domain for c in sample) == dict.fromkeys(KINDS, 10)
+    assert len({c.path for c in sample}) == 30
+
+
+def test_train_defaults_to_the_papers_setting() -> None:
+    """`gmdf train --domains ff,celeb,dff` means the paper's ViT-B/16 from pretrained CLIP, not a random toy."""
+    from gmdf_cli.cli import cli
+    from gmdf_cli.model import get_config
+
+    option = next(p for p in cli.commands["train"].params if p.name == "config_name")
+    request = TrainRequest(domains=["ff"], data="-", out="-")
+    assert option.default == request.config == "vit-b-16"
+    assert request.pretrained == "default" and get_config("vit-b-16").clip_pretrained == "openai"
+    assert request.align_weight == request.mim_weight == 1.0  # the paper sums its losses with weight 1

@@ -50,10 +50,12 @@ def contrast(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarra
 
 
 def block(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
-    """p * (min(h, w) // 256) grey (128) 8x8 blocks at random places on the full frame."""
+    """round(p * min(h, w) / 256) grey (128) 8x8 blocks at random places, at least one: p blocks per 256 px of the
+    shorter side, in proportion on any size (a 224 px face crop gets 14 ... 70; the old integer division gave a
+    crop none, so crop-level sweeps reported the clean score as "block")."""
     out = image.copy()
     h, w = image.shape[:2]
-    count = int(p) * (min(h, w) // 256)
+    count = max(1, round(p * min(h, w) / 256))
     for _ in range(count):
         y, x = int(rng.integers(0, max(1, h - 8))), int(rng.integers(0, max(1, w - 8)))
         out[y : y + 8, x : x + 8] = 128

@@ -61,16 +61,27 @@ def detection_metrics(labels: Sequence[int], scores: Sequence[float], threshold:
     return out
 
 
+def weighted_error(labels: Sequence[int], scores: Sequence[float], p_real: float) -> float:
+    """``min_t P_real * FRR(t) + (1 - P_real) * FAR(t)`` over every threshold t (flagging nothing and flagging
+    everything included): the smallest prior-weighted error any threshold reaches on these samples."""
+    fpr, tpr, _ = roc_curve(np.asarray(labels), np.asarray(scores, dtype=float), drop_intermediate=False)
+    frr, far = fpr, 1.0 - tpr  # reals flagged fake; fakes passed as real
+    return float(np.min(p_real * frr + (1.0 - p_real) * far))
+
+
 def m_eer(per_domain: Mapping[str, tuple[Sequence[int], Sequence[float]]], p_real: float | None = None) -> float:
-    """Journal eq. 13: for each target domain i, ``M^i = P_real^i * FRR^i + (1 - P_real^i) * FAR^i`` at the
-    threshold where FRR = FAR; M_EER is the maximum over domains. ``p_real`` is the prior of a real sample
-    (default: each domain's own share of real samples)."""
+    """Journal eq. 13: for each target domain i, ``M^i = P_real^i * FRR^i + (1 - P_real^i) * FAR^i`` and M_EER is the
+    maximum over domains. Taken at the EER point, where FRR = FAR, the prior would cancel out (M^i = EER^i); so each
+    domain's FRR and FAR are taken at the threshold that minimises its prior-weighted error (``weighted_error``):
+    with P_real = 0.5 that is the minimum half total error rate. ``p_real`` is the prior of a real sample (default:
+    each domain's own share of real samples)."""
     worst = 0.0
     for labels, scores in per_domain.values():
-        rates = equal_error_rate(labels, scores)
         y = np.asarray(labels)
+        if len(np.unique(y)) < 2:
+            raise ValueError("M_EER needs both real and fake samples in every domain")
         prior = float((y == 0).mean()) if p_real is None else p_real
-        worst = max(worst, prior * rates.frr + (1 - prior) * rates.far)
+        worst = max(worst, weighted_error(labels, scores, prior))
     return worst
 
 

@@ -223,14 +223,18 @@ class GMDF(nn.Module):
         pooled, _ = self.visual(images, domain, patch_mask)
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
-    def prompt_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """features (B, E) normalised -> s(i, d, c) / tau_d for every prompt, (B, N+1, 2)."""
+    def prompt_logits(self, features: torch.Tensor, domain: Domain = 0) -> torch.Tensor:
+        """features (B, E) normalised, each sample's domain (int or (B,)) -> ``s(i, d, c) / tau_{d_i}`` for every
+        prompt (d, c), (B, N+1, 2): every logit of sample i is divided by the temperature of sample i's own domain
+        (MM paper eq. 9-11). Its own row, ``s(i, d_i, c) / tau_{d_i}``, is what a deployed model scores."""
         text, temps = self.prompt_features()
-        return torch.einsum("be,dce->bdc", features, text) / temps.view(1, -1, 1)
+        sims = torch.einsum("be,dce->bdc", features, text)
+        tau = temps[torch.as_tensor(domain, device=temps.device)].expand(sims.shape[0])
+        return sims / tau.view(-1, 1, 1)
 
     def forward(self, images: torch.Tensor, domain: Domain = 0) -> torch.Tensor:
         """images (B, 3, H, W) -> real/fake logits (B, 2) under the domain's prompts (wildcard by default)."""
-        logits = self.prompt_logits(self.encode_image(images, domain))
+        logits = self.prompt_logits(self.encode_image(images, domain), domain)
         rows = torch.as_tensor(domain, device=logits.device).expand(logits.shape[0])
         return logits[torch.arange(logits.shape[0], device=logits.device), rows]
 
@@ -250,9 +254,15 @@ class GMDF(nn.Module):
     def forward_train(
         self, images: torch.Tensor, domain: torch.Tensor, patch_mask: torch.Tensor | None = None
     ) -> GMDFOutput:
-        pooled, tokens = self.visual(images, domain, patch_mask)
+        """The classification outputs (features, prompt and class logits) of the whole images, as a deployed model
+        sees them, and with a patch mask (B, P) the MIM token logits of the masked images (eq. 6-7), whose hidden
+        patches the encoder never sees. Two passes, not one over [whole; masked]: a BatchNorm tower (cnn-small) would
+        otherwise normalise the masked images with statistics of the whole ones."""
+        pooled, tokens = self.visual(images, domain)
+        if patch_mask is not None:
+            _, tokens = self.visual(images, domain, patch_mask)
         features = F.normalize(pooled, dim=-1)
-        logits = self.prompt_logits(features)
+        logits = self.prompt_logits(features, domain)
         class_logits = logits[torch.arange(logits.shape[0], device=logits.device), domain]
         token_logits = self.mim_head(tokens) if patch_mask is not None else None
         return GMDFOutput(features, logits, class_logits, token_logits)

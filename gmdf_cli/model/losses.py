@@ -12,7 +12,8 @@ from ..device import full_precision
 def domain_class_contrastive_loss(logits: torch.Tensor, domain: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Contrastive loss over all (domain, class) prompts, eq. 11.
 
-    ``-log exp(s(i, d_i, c_i) / tau_{d_i}) / sum_{d, c} exp(s(i, d, c) / tau_d)``, averaged over the batch.
+    ``-log exp(s(i, d_i, c_i) / tau_{d_i}) / sum_{d, c} exp(s(i, d, c) / tau_{d_i})``, averaged over the batch:
+    all of sample i's logits are scaled by its own domain's temperature (``GMDF.prompt_logits``).
     A sample of a known domain (d_i >= 1) is contrasted against the source-domain prompts only: the wildcard stands
     for "any domain" and must not be pushed away from them. A sample seen as unseen (d_i = 0, e.g. the meta-test
     domain) is contrasted against all prompts, wildcard included.

@@ -50,7 +50,7 @@ from ..model import (
 )
 from ..weights import save_checkpoint
 from .augment import ONLINE_DOMAIN
-from .data import BalancedSampler, load_batch, read_index, select
+from .data import BalancedSampler, Crop, load_batch, read_index, select
 from .distributed import Distributed, all_rows, mean_over_ranks
 from .loader import LoadedStep, StepPlanner, step_loader
 
@@ -63,7 +63,8 @@ class TrainRequest:
     domains: list[str]
     data: str
     out: str
-    config: str = "vit-tiny"
+    config: str = "vit-b-16"
+    """The paper's setting (from open_clip's pretrained CLIP); vit-tiny is a random toy for tests."""
     epochs: int = 40
     batch_size: int = 32
     lr: float | None = None
@@ -75,7 +76,8 @@ class TrainRequest:
     second_order: bool = False
     pretrained: str | None = "default"
     mim_weight: float = 1.0
-    align_weight: float = 0.1
+    align_weight: float = 1.0
+    """The paper sums its losses with weight 1."""
     grad_clip: float = 1.0
     threads: int | None = None
     """CPU threads; recorded so that a resumed run computes exactly as the original did."""
@@ -312,9 +314,20 @@ class Trainer:
                 )
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def tokenizer_sample(self, count: int = 256) -> list[Crop]:
+        """``count`` training crops shared equally by every training domain (the last ones may give more when a
+        domain has fewer), each domain's spread evenly over its list: deterministic, and no domain left out."""
+        domains = [d for d in self.domains if self.train_sets[d]]
+        sample: list[Crop] = []
+        for i, domain in enumerate(domains):
+            rows = self.train_sets[domain]
+            want = min(len(rows), (count - len(sample)) // (len(domains) - i))
+            sample.extend(rows[int(k * len(rows) / want)] for k in range(want))
+        return sample
+
     def _fit_tokenizer(self) -> None:
-        """Derive the MIM codebook offline from the first training crops (deterministic)."""
-        sample = [r for rows in self.train_sets.values() for r in rows][:256]
+        """Derive the MIM codebook offline from training crops of every domain (deterministic)."""
+        sample = self.tokenizer_sample()
         images, _, bad = load_batch(sample, self.size)
         self._report_bad([str(b) for b in bad])
         self.model.tokenizer.fit(images.to(self.device))
