@@ -69,6 +69,18 @@ def precision_option(f: Any) -> Any:
     )(f)
 
 
+def config_option(what: str) -> Any:
+    """--config for the commands that train: the paper's vit-b-16 unless told otherwise."""
+    return click.option(
+        "--config",
+        "config_name",
+        type=click.Choice(sorted(CONFIGS)),
+        default="vit-b-16",
+        show_default=True,
+        help=f"{what}: vit-b-16 (the paper, from pretrained CLIP), cnn-small (CPU-sized), vit-tiny (a test toy).",
+    )
+
+
 def _device(spec: str) -> str:
     """Check --device before any work (one clear line if it does not exist); returns the resolved name."""
     from .device import resolve_device
@@ -408,14 +420,7 @@ def prepare(
 @click.option("--data", type=click.Path(path_type=Path), help="The cache made by `gmdf prepare`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (checkpoints, metrics).")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this folder.")
-@click.option(
-    "--config",
-    "config_name",
-    type=click.Choice(sorted(CONFIGS)),
-    default="vit-b-16",
-    show_default=True,
-    help="Model: vit-b-16 (the paper, from pretrained CLIP), cnn-small (CPU-sized), vit-tiny (a toy for tests).",
-)
+@config_option("Model to train")
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--lr", type=float, help="Learning rate (default: 3e-6 for vit-b-16 as in the paper, 1e-3 vit-tiny).")
@@ -550,14 +555,7 @@ def train(
     type=click.Choice(["multi-domain", "single-source"]),
     help="Run one of the paper's protocols end to end (train, then evaluate) on --data.",
 )
-@click.option(
-    "--config",
-    "config_name",
-    type=click.Choice(sorted(CONFIGS)),
-    default="vit-b-16",
-    show_default=True,
-    help="--protocol: model config to train.",
-)
+@config_option("--protocol: model to train")
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True, help="--protocol: epochs.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -214,11 +214,11 @@ def test_each_sample_is_scaled_by_its_own_domains_temperature(tiny_model) -> Non
     model = tiny_model.train(False)
     with torch.no_grad():
         model.prompts.phi.fill_(0.5)  # domains' temperatures now differ (their prompt vectors' norms differ)
-    text, temps = model.prompt_features()
+    text, temps = (t.detach() for t in model.prompt_features())
     assert len({round(float(t), 6) for t in temps.detach()}) == len(temps)
     features = torch.nn.functional.normalize(torch.randn(2, text.shape[-1], generator=torch.Generator().manual_seed(0)))
     domain = torch.tensor([1, 2])
-    logits = model.prompt_logits(features, domain)
+    logits = model.prompt_logits(features, domain).detach()
     for i in range(2):
         tau = float(model.prompts.tau_base) + 0.5 * float(model.prompts.dom_ctx[int(domain[i])].detach().norm())
         for d in range(text.shape[0]):
