@@ -32,7 +32,7 @@ from gmdf_cli.data.faces import load_detector, to_model_input
 from gmdf_cli.data.media import MediaItem, Sampling, discover, open_media, read_frames
 from gmdf_cli.device import describe, resolve_device, synchronize
 from gmdf_cli.model import build_model, get_config, random_patch_mask
-from gmdf_cli.train.loop import MetaObjective, TrainRequest
+from gmdf_cli.train.loop import MetaObjective, TrainRequest, set_trainable
 from gmdf_cli.weights import load_weights, save_checkpoint
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -160,17 +160,13 @@ def train_steps(config: str, device: torch.device, batch: int, rounds: int, prec
         baseline = kind == "plain"
         _peak_reset(device)
         model = build_model(cfg).to(device)
-        for name, p in model.named_parameters():
-            if name.startswith("text."):
-                p.requires_grad_(False)
-            elif baseline:
-                p.requires_grad_(name in model._image_backbone or name.startswith("prompts."))
+        trainable = set_trainable(model, baseline)  # as `gmdf train` does: theta_O (meta) or the tower (plain)
         model.train(True)
         request = TrainRequest(
             domains=DOMAINS, data="-", out="-", config=config, baseline=baseline, precision=precision
         )
         objective = MetaObjective(model, request, device)
-        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+        optimizer = torch.optim.Adam(trainable, lr=1e-6)
 
         def step(objective: MetaObjective = objective, optimizer: torch.optim.Optimizer = optimizer) -> None:
             if objective.req.baseline:

@@ -423,8 +423,16 @@ def prepare(
 @config_option("Model to train")
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
-@click.option("--lr", type=float, help="Learning rate (default: 3e-6 for vit-b-16 as in the paper, 1e-3 vit-tiny).")
-@click.option("--inner-lr", type=float, help="Inner-loop step size alpha (default: --lr).")
+@click.option(
+    "--lr",
+    type=float,
+    help="delta: Adam's rate for theta_O (eq. 12; default 3e-6 for vit-b-16 as in the paper, 1e-3 otherwise).",
+)
+@click.option(
+    "--inner-lr",
+    type=click.FloatRange(min=0),
+    help="beta: the meta-train phase's gradient-descent step on theta_E (eq. 10; default 0.01).",
+)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Default: train crops / batch size.")
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Also save resume state every N steps.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -1,13 +1,17 @@
 """`gmdf train`: GM-DF's Meta-Domain-Embedding Optimizer (sec. 3.3, journal Algorithm 1), the plain-CLIP baseline,
 validation, atomic checkpoints with everything needed to resume exactly, and multi-process data parallel.
 
-One meta step: of the N source domains, one (drawn at random) is the meta-test domain and the others are meta-train.
-Inner loop: theta_E (experts, domain embeddings, prompt vectors) takes one step on L_cls of the meta-train batch
-(eq. 12-13): theta_E' = theta_E - alpha * grad L_cls. Outer loop: L_total = L_sis + L_cls + L_mim on the meta-test
-batch evaluated with theta_E', plus the domain-alignment Frechet loss between meta-train and meta-test features
-(eq. 14-15), plus the meta-train batch's own L_sis + L_cls + L_mim (MLDG's objective). First-order by default (the
-inner gradient is not differentiated), second-order with ``second_order``. The meta-test domain is seen through the
-wildcard domain embedding: it plays the part of an unseen domain, which is also how the wildcard learns.
+One meta step (journal Algorithm 1): of the N source domains, one (drawn at random) is the meta-test domain and the
+others are meta-train. The parameters are split in two: theta_E (experts, domain embeddings, prompt vectors) and
+theta_O (everything else that trains).
+- Meta-train phase: for each meta-train domain in turn, L_cls on its batch, and theta_E <- theta_E - beta * grad
+  (eq. 10, plain gradient descent, ``--inner-lr``). These updates are kept: theta_E learns here and only here.
+- Meta-test phase: L_total = L_sis + L_cls + L_mim (eq. 11) on the meta-test batch with the updated theta_E, plus
+  the Frechet domain-alignment loss between the meta-train and meta-test features, and theta_O takes an Adam step
+  with rate delta (eq. 12, ``--lr``): theta_O learns here and only here.
+First-order by default; with ``second_order`` the meta-test loss is differentiated through the inner updates (their
+gradients depend on theta_O). The meta-test domain is seen through the wildcard domain embedding: it plays the part
+of an unseen domain, which is also how the wildcard learns.
 
 Where it runs: ``--device`` (model, batches, masks and losses there), ``--precision`` (autocast; fp16 with a loss
 scaler), ``--workers`` data-loader processes (``loader.py``: the same batches for any number), and several processes
@@ -16,6 +20,7 @@ under ``torchrun`` with torch DDP (``distributed.py``; ``--batch-size`` is the g
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -33,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..analysis.evaluate import score_crops
 from ..analysis.metrics import detection_metrics, video_level
@@ -55,6 +61,8 @@ from .distributed import Distributed, all_rows, mean_over_ranks
 from .loader import LoadedStep, StepPlanner, step_loader
 
 DEFAULT_LR = {"vit-b-16": 3e-6, "vit-tiny": 1e-3, "cnn-small": 1e-3}
+DEFAULT_INNER_LR = 0.01
+"""beta of eq. 10: the meta-train phase's plain gradient-descent step on theta_E (the papers give no value)."""
 RESUME_FILE = "resume.safetensors"
 
 
@@ -98,11 +106,29 @@ class TrainRequest:
 
     @property
     def inner_learning_rate(self) -> float:
-        return self.inner_lr if self.inner_lr is not None else self.learning_rate
+        return self.inner_lr if self.inner_lr is not None else DEFAULT_INNER_LR
 
 
-def _is_theta_e(name: str) -> bool:
+def is_theta_e(name: str) -> bool:
+    """theta_E of Algorithm 1: the experts, the domain embeddings and the prompt vectors (tau's phi included)."""
     return ".experts." in name or name.startswith("visual.domain_embedding") or name.startswith("prompts.")
+
+
+def set_trainable(model: GMDF, baseline: bool) -> list[nn.Parameter]:
+    """Mark what trains and return what the optimizer steps. The text tower stays CLIP's (prompt vectors learn
+    through it). Meta-learning: the optimizer holds theta_O only; theta_E is updated by the meta-train phase's own
+    gradient steps, so it carries no autograd flag of its own (and DDP leaves it alone). Baseline: plain CLIP
+    fine-tuning of the image tower and the wildcard prompts' vectors."""
+    for name, p in model.named_parameters():
+        if name.startswith("text."):
+            p.requires_grad_(False)
+        elif baseline:
+            p.requires_grad_(
+                name in model._image_backbone or name.startswith("prompts.cls_ctx") or name == "prompts.dom_ctx"
+            )
+        else:
+            p.requires_grad_(not is_theta_e(name))
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 class _TrainView(nn.Module):
@@ -131,7 +157,7 @@ class MetaObjective(nn.Module):
         self.model = model
         self.req = request
         self.device = device or torch.device("cpu")
-        self.theta_e = [(n, p) for n, p in model.named_parameters() if p.requires_grad and _is_theta_e(n)]
+        self.theta_e = [(n, p) for n, p in model.named_parameters() if is_theta_e(n)]
         self.view = _TrainView(model)
         self.inner_scale = 1.0
         """fp16: the loss scale, applied to the inner loss too so its gradients do not underflow."""
@@ -140,7 +166,13 @@ class MetaObjective(nn.Module):
         return self.baseline(*args) if kind == "baseline" else self.meta(*args)
 
     def _autocast(self) -> Any:
-        return autocast(self.device, self.req.precision)
+        """Mixed precision as asked; second order also needs attention whose backward can be differentiated again
+        (the fused flash / memory-efficient kernels' cannot), so it runs PyTorch's math attention."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(autocast(self.device, self.req.precision))
+        if self.req.second_order:
+            stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        return stack
 
     def _losses(
         self, out: Any, images: torch.Tensor, domain: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
@@ -152,50 +184,64 @@ class MetaObjective(nn.Module):
         }
 
     def meta(self, train_parts: list[tuple[Batch, int]], test: Batch | None) -> tuple[torch.Tensor, dict[str, float]]:
-        """``train_parts``: (batch, domain index 1..N) per meta-train domain; ``test``: the meta-test batch."""
-        x_tr = torch.cat([b[0] for b, _ in train_parts])
-        y_tr = torch.cat([b[1] for b, _ in train_parts])
-        m_tr = torch.cat([b[2] for b, _ in train_parts])
-        d_tr = torch.cat(
-            [torch.full((len(b[1]),), idx, dtype=torch.long, device=x_tr.device) for b, idx in train_parts]
-        )
-        with self._autocast():
-            out_tr = self.model.forward_train(x_tr, d_tr, m_tr)
-        tr = self._losses(out_tr, x_tr, d_tr, y_tr, m_tr)
-        total = tr["cls"] + tr["sis"] + self.req.mim_weight * tr["mim"]
-        logs = {f"train_{k}": v.item() for k, v in tr.items()}
-        if test is not None:
-            second = self.req.second_order
-            grads = torch.autograd.grad(
-                tr["cls"] * self.inner_scale,
-                [p for _, p in self.theta_e],
-                create_graph=second,
-                retain_graph=True,
-                allow_unused=True,
-            )
-            used = [
-                (n, p, g if second else g.detach())
-                for (n, p), g in zip(self.theta_e, grads, strict=True)
-                if g is not None
-            ]
-            flat = torch.cat([g.reshape(-1) for _, _, g in used]) / self.inner_scale
-            flat = mean_over_ranks(flat, second)  # one collective for all of theta_E
-            steps = flat.split([p.numel() for _, p, _ in used])
-            fast = {
-                f"model.{n}": p - self.req.inner_learning_rate * d.view_as(p)
-                for (n, p, _), d in zip(used, steps, strict=True)
-            }
-            x_te, y_te, m_te = test
-            # the meta-test domain plays an unseen one: the wildcard's row
-            d_te = torch.zeros(len(y_te), dtype=torch.long, device=x_te.device)
-            with self._autocast():
-                out_te = functional_call(self.view, fast, (x_te, d_te, m_te), strict=False)
-            te = self._losses(out_te, x_te, d_te, y_te, m_te)
-            align = domain_alignment_loss(all_rows(out_tr.features), all_rows(out_te.features))
-            total = total + te["sis"] + te["cls"] + self.req.mim_weight * te["mim"] + self.req.align_weight * align
-            logs.update({f"test_{k}": v.item() for k, v in te.items()}, align=align.item())
+        """One meta step's loss for theta_O. ``train_parts``: (batch, domain index 1..N) per meta-train domain;
+        ``test``: the meta-test batch. The meta-train phase's theta_E updates are written into the model here."""
+        fast, features, logs = self.inner(train_parts)
+        if test is None:  # nothing to train theta_O on
+            total = torch.zeros((), device=self.device, requires_grad=True)
+        else:
+            total, test_logs = self.outer(fast, torch.cat(features), test)
+            logs.update(test_logs)
+        with torch.no_grad():  # the inner updates are kept
+            for name, p in self.theta_e:
+                p.copy_(fast[f"model.{name}"])
         logs["loss"] = total.item()
         return total, logs
+
+    def inner(
+        self, train_parts: list[tuple[Batch, int]]
+    ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], dict[str, float]]:
+        """The meta-train phase (eq. 10): for each meta-train domain, L_cls on its whole faces and a gradient step
+        of rate beta on theta_E. Returns the updated theta_E (differentiable w.r.t. theta_O when second order),
+        each domain's features (detached), and the mean L_cls."""
+        second = self.req.second_order
+        beta = self.req.inner_learning_rate
+        fast = {f"model.{n}": p.detach().clone().requires_grad_() for n, p in self.theta_e}
+        features: list[torch.Tensor] = []
+        losses: list[float] = []
+        for (x, y, _), idx in train_parts:
+            d = torch.full((len(y),), idx, dtype=torch.long, device=x.device)
+            with self._autocast():
+                out = functional_call(self.view, fast, (x, d, None), strict=False)
+            loss = classification_loss(out.class_logits.float(), y)
+            names = list(fast)
+            grads = torch.autograd.grad(
+                loss * self.inner_scale, [fast[k] for k in names], create_graph=second, allow_unused=True
+            )
+            used = [(k, g) for k, g in zip(names, grads, strict=True) if g is not None]
+            flat = torch.cat([g.reshape(-1) for _, g in used]) / self.inner_scale
+            flat = mean_over_ranks(flat if second else flat.detach(), second)  # one collective for all of theta_E
+            for (k, _), step in zip(used, flat.split([fast[k].numel() for k, _ in used]), strict=True):
+                updated = fast[k] - beta * step.view_as(fast[k])
+                fast[k] = updated if second else updated.detach().requires_grad_()
+            features.append(out.features.detach())
+            losses.append(loss.item())
+        return fast, features, {"train_cls": sum(losses) / max(1, len(losses))}
+
+    def outer(
+        self, fast: dict[str, torch.Tensor], train_features: torch.Tensor, test: Batch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The meta-test phase's loss (eq. 11) with the updated theta_E: L_sis + L_cls + L_mim on the meta-test
+        batch (wildcard domain) plus the Frechet alignment of its features to the meta-train features."""
+        theta_e = fast if self.req.second_order else {k: v.detach() for k, v in fast.items()}
+        x, y, m = test
+        d = torch.zeros(len(y), dtype=torch.long, device=x.device)  # the meta-test domain plays an unseen one
+        with self._autocast():
+            out = functional_call(self.view, theta_e, (x, d, m), strict=False)
+        te = self._losses(out, x, d, y, m)
+        align = domain_alignment_loss(all_rows(train_features), all_rows(out.features))
+        total = te["sis"] + te["cls"] + self.req.mim_weight * te["mim"] + self.req.align_weight * align
+        return total, {**{f"test_{k}": v.item() for k, v in te.items()}, "align": align.item()}
 
     def baseline(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Plain CLIP fine-tuning: real/fake under the wildcard prompts, nothing else."""
@@ -232,6 +278,11 @@ class Trainer:
                 dataclasses.replace(r, domain=ONLINE_DOMAIN, label=1) for r in reals
             ]
             self.domains.append(ONLINE_DOMAIN)
+        if len(self.domains) < 2 and not request.baseline:
+            raise UsageError(
+                "meta-learning needs two or more source domains (one is the meta-test domain of each step); "
+                "add --online-blend or another domain, or train with --baseline"
+            )
         self.val_rows = [r for r in rows if r.domain in request.domains and r.split == "val"]
         self.cfg = get_config(request.config).with_domains(self.domains)
         self.size = self.cfg.vision.image_size
@@ -303,16 +354,7 @@ class Trainer:
         return model.to(self.device)
 
     def _set_trainable(self) -> list[nn.Parameter]:
-        for name, p in self.model.named_parameters():
-            if name.startswith("text."):
-                p.requires_grad_(False)  # the text tower stays CLIP's; prompt vectors learn through it
-            elif self.req.baseline:  # plain CLIP fine-tuning: image tower + the wildcard prompts' vectors
-                p.requires_grad_(
-                    name in self.model._image_backbone
-                    or name.startswith("prompts.cls_ctx")
-                    or name == "prompts.dom_ctx"
-                )
-        return [p for p in self.model.parameters() if p.requires_grad]
+        return set_trainable(self.model, self.req.baseline)
 
     def tokenizer_sample(self, count: int = 256) -> list[Crop]:
         """``count`` training crops shared equally by every training domain (the last ones may give more when a
@@ -486,8 +528,6 @@ class Trainer:
             self._fit_tokenizer()
             if self.dist.main:
                 write_text_atomic(self.run / "run.json", json.dumps(dataclasses.asdict(self.req), indent=2))
-        if len(self.domains) == 1 and not self.req.baseline:
-            self.console.print("[yellow]one source domain: no meta-test split, the outer loop has nothing to do[/]")
         self.model.train(True)
         task = progress.add_task("training", total=self.total_steps, completed=self.step) if progress else None
         sums: dict[str, float] = {}
