@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from gmdf_cli.analysis.metrics import detection_metrics, video_level
 from gmdf_cli.data.prepare import PrepareRequest, run_prepare
 from gmdf_cli.errors import UsageError
+from gmdf_cli.model import build_model, get_config
 from gmdf_cli.train.augment import ONLINE_DOMAIN
 from gmdf_cli.train.data import load_batch, read_index
 from gmdf_cli.train.loader import load_part
@@ -96,6 +97,15 @@ def test_meta_learning_detects_held_out_generated_videos(caches: tuple[Path, Pat
     frame_auc, video_auc = held_out_auc(run / "last.safetensors", held)
     assert video_auc > 0.9, (frame_auc, video_auc)
     assert frame_auc > 0.85
+    # Algorithm 1's signature, which joint training of all parameters on all losses would not leave: the domain
+    # embeddings and prompt vectors (theta_E) move only in the meta-train phase, where only source domains appear,
+    # so the wildcard's row (seen by the meta-test phase alone) keeps its initial value while the others moved
+    torch.manual_seed(0)
+    init = build_model(get_config("vit-tiny").with_domains(list(KINDS))).state_dict()
+    trained = load_file(str(run / "last.safetensors"))
+    for key in ("visual.domain_embedding.weight", "prompts.dom_ctx"):
+        assert torch.equal(trained[key][0], init[key][0]), key
+        assert all(not torch.equal(trained[key][d], init[key][d]) for d in range(1, len(KINDS) + 1)), key
 
 
 def _resume_step(path: Path) -> int:
