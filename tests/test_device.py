@@ -4,9 +4,12 @@ only where torch sees a CUDA GPU (the CPU tests run everywhere, in CI too)."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ from click.testing import CliRunner, Result
 from rich.console import Console
 from safetensors.torch import load_file
 
-from gmdf_cli.analysis.scan import Scanner, ScanOptions
+from gmdf_cli.analysis.scan import Scanner, ScanOptions, in_order_threads
 from gmdf_cli.cli import cli as cli_group
 from gmdf_cli.data.faces import load_detector
 from gmdf_cli.data.media import Sampling, discover
@@ -215,11 +218,11 @@ def test_decoding_threads_score_exactly_as_one_thread(tiny_weights: Path) -> Non
     detector, _ = load_detector("retinaface", DETECTOR_WEIGHTS) if _det()[0] != "--detector" else load_detector("mtcnn")
     items = discover([str(CLIP), str(ASTRONAUT), str(ROOT / "examples" / "README.md")]).items
     results = {}
-    for threads in (0, 1, 3):
+    for threads in (0, 1, 2, 3):
         options = ScanOptions(Sampling(frames=6), decode_threads=threads, prefetch_frames=2)
         scanned = list(Scanner(model, detector, options).scan(items))
         results[threads] = [json.dumps({**r.as_dict(), "seconds": 0}, sort_keys=True) for r in scanned]
-    assert results[1] == results[0] == results[3]
+    assert results[1] == results[0] == results[2] == results[3]
     assert len(results[0]) == 3
 
 
@@ -267,3 +270,20 @@ def test_frechet_of_overflowed_features_is_nan_not_an_error() -> None:
     features[2, 3] = float("inf")
     loss = domain_alignment_loss(features, torch.randn(5, 8))
     assert torch.isnan(loss)
+
+
+def test_closing_the_decoding_stream_stops_its_threads_and_errors_reach_the_reader() -> None:
+    def forever() -> Iterator[int]:
+        yield from itertools.count()
+
+    def broken() -> Iterator[int]:
+        yield 1
+        raise OSError("disk gone")
+
+    stream = in_order_threads([forever, forever, forever], threads=2, depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # as when the scan is interrupted
+    assert not [t for t in threading.enumerate() if t.name.startswith("gmdf-decode-detect")]
+    with pytest.raises(OSError, match="disk gone"):
+        list(in_order_threads([broken, forever], threads=2))
+    assert not [t for t in threading.enumerate() if t.name.startswith("gmdf-decode-detect")]

@@ -355,14 +355,13 @@ _DONE = object()
 
 def in_order_threads(sources: list[Callable[[], Iterator[T]]], threads: int, depth: int = 16) -> Iterator[T]:
     """The items of ``sources`` (each a function returning an iterator), in order, computed by ``threads`` threads
-    at once: source k runs while the consumer drains sources before it, at most ``depth`` items ahead. An exception
-    in a thread is raised here; closing this generator (an error, Ctrl-C) stops the threads."""
+    at once: while the consumer drains source k, sources k+1 .. k+threads-1 run ahead, each at most ``depth`` items
+    ahead; source k+threads starts when source k is done, so memory stays bounded however many sources there are.
+    An exception in a thread is raised here; closing this generator (an error, Ctrl-C) stops the threads."""
     stop = threading.Event()
-    queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=depth) for _ in sources]
+    threads = max(1, threads)
 
-    def produce(index: int) -> None:
-        out = queues[index]
-
+    def produce(source: Callable[[], Iterator[T]], out: queue.Queue[Any]) -> None:
         def put(item: Any) -> bool:
             while not stop.is_set():
                 try:
@@ -373,22 +372,31 @@ def in_order_threads(sources: list[Callable[[], Iterator[T]]], threads: int, dep
             return False
 
         try:
-            for item in sources[index]():
+            for item in source():
                 if not put(item):
                     return
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it
             put(exc)
 
-    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="gmdf-decode-detect")
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gmdf-decode-detect")
+    running: dict[int, queue.Queue[Any]] = {}
+
+    def start(index: int) -> None:
+        if index < len(sources):
+            running[index] = queue.Queue(maxsize=depth)
+            pool.submit(produce, sources[index], running[index])
+
     try:
-        for index in range(len(sources)):  # started in order: source k has a thread by the time it is read
-            pool.submit(produce, index)
-        for out in queues:
+        for index in range(threads):
+            start(index)
+        for index in range(len(sources)):
+            out = running.pop(index)
             while (item := out.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+            start(index + threads)
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
