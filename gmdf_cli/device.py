@@ -14,7 +14,6 @@ from .errors import UsageError
 AUTO = "auto"
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISION_HELP = "fp32 (default, bit-reproducible), bf16 or fp16 (mixed precision; fp16 is for GPUs)."
 
 
 def _mps_available() -> bool:

@@ -300,7 +300,7 @@ def load_weights(
     ``precision`` ``bf16``/``fp16`` loads the weights straight into that type: half the memory, and much faster on
     GPUs and on CPUs with native bf16 (AVX512-BF16, AMX)."""
     resolved = resolve_weights(spec)
-    target = resolve_device(device) if isinstance(device, str) else device
+    target = resolve_device(device)
     configure(target, precision)
     model, meta = load_checkpoint(resolved.path, device=target, inference=True, dtype=PRECISIONS[precision])
     model.drop_text_tower()

@@ -63,7 +63,8 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- the option ------------------------------------------------------------------------------------------------------
 def test_auto_picks_cuda_when_present_and_named_devices_are_checked() -> None:
-    assert resolve_device("auto").type == ("cuda" if CUDA else resolve_device("auto").type)
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    assert resolve_device("auto").type == ("cuda" if CUDA else "mps" if mps else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(UsageError, match="unknown device"):
         resolve_device("tpu-please")

@@ -11,7 +11,8 @@ theta_O (everything else that trains).
   with rate delta (eq. 12, ``--lr``): theta_O learns here and only here.
 First-order by default; with ``second_order`` the meta-test loss is differentiated through the inner updates (their
 gradients depend on theta_O). The meta-test domain is seen through the wildcard domain embedding: it plays the part
-of an unseen domain, which is also how the wildcard learns.
+of an unseen domain. The wildcard's own vectors belong to theta_E but appear only in the meta-test phase, so they
+keep their initial values and theta_O learns to classify through them (see the README's notes).
 
 Where it runs: ``--device`` (model, batches, masks and losses there), ``--precision`` (autocast; fp16 with a loss
 scaler), ``--workers`` data-loader processes (``loader.py``: the same batches for any number), and several processes
