@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from gmdf_cli.analysis.scan import FileResult, Scanner, ScanOptions
 from gmdf_cli.data.faces import load_detector, to_model_input
 from gmdf_cli.data.media import MediaItem, Sampling, discover, open_media, read_frames
 from gmdf_cli.device import describe, resolve_device, synchronize
+from gmdf_cli.engine import Engine, EngineOptions
 from gmdf_cli.model import build_model, get_config, random_patch_mask
 from gmdf_cli.train.loop import MetaObjective, TrainRequest, set_trainable
 from gmdf_cli.weights import load_weights, save_checkpoint
@@ -91,18 +91,18 @@ def pipeline(
     items = [MediaItem(v, "video") for v in videos]
     crops: list[Any] = []
 
-    def options(threads: int | None) -> ScanOptions:
-        return ScanOptions(Sampling(frames=frames), batch_size=batch, keep_crops=0, decode_threads=threads)
+    def options(threads: int | None) -> EngineOptions:
+        return EngineOptions(Sampling(frames=frames), batch_size=batch, keep_crops=0, decode_threads=threads)
 
-    scanner = Scanner(model, detector, options(None))
-    original = scanner._flush
+    engine = Engine(model, detector, options(None))
+    original = engine._flush
 
     def recording_flush() -> None:  # the exact crops the pipeline scored, for the model-only runs
-        crops.extend(p.crop for p in scanner.queue)
+        crops.extend(p.crop for p in engine.queue)
         original()
 
-    scanner._flush = recording_flush  # type: ignore[method-assign]
-    list(scanner.scan(items))
+    engine._flush = recording_flush  # type: ignore[method-assign]
+    list(engine.run(items))
     faces = len(crops)
 
     def model_only() -> None:
@@ -111,10 +111,9 @@ def pipeline(
                 model.score(to_model_input(crops[start : start + batch]))
 
     def detect_only() -> None:
-        quiet = Scanner(model, detector, options(0))
+        quiet = Engine(None, detector, options(0))
         for item in items:
-            media = open_media(item, Sampling(frames=frames))
-            for _ in quiet._detect_file(FileResult(item.path, kind="video"), media, detector):
+            for _ in quiet.detect_frames(read_frames(open_media(item, Sampling(frames=frames)))):
                 pass
 
     def decode_only() -> None:
@@ -124,9 +123,9 @@ def pipeline(
 
     _peak_reset(device)
     runs: dict[str, Callable[[], Any]] = {
-        "pipeline, 8 decode/detect threads": lambda: list(Scanner(model, detector, options(8)).scan(items)),
-        "pipeline, 4 threads (GPU default)": lambda: list(Scanner(model, detector, options(None)).scan(items)),
-        "pipeline, no thread (CPU default)": lambda: list(Scanner(model, detector, options(0)).scan(items)),
+        "pipeline, 8 decode/detect threads": lambda: list(Engine(model, detector, options(8)).run(items)),
+        "pipeline, 4 threads (GPU default)": lambda: list(Engine(model, detector, options(None)).run(items)),
+        "pipeline, no thread (CPU default)": lambda: list(Engine(model, detector, options(0)).run(items)),
         "decode + detect + crop, one thread": detect_only,
         "decode alone, one thread": decode_only,
         "model only, same crops": model_only,

@@ -1,8 +1,10 @@
 """Faces/s of the whole scan pipeline (decode -> detect -> crop -> model) on a real video, against the model alone on
-the same face crops at the same batch size, interleaved in one process; then the peak RSS of a real `gmdf scan`.
-Targets (issue 3): pipeline/model >= 0.85; peak RSS of a `vit-b-16` scan <= 1.2 GB.
+the same face crops at the same batch size, interleaved in one process; then the peak RSS of a real `gmdf scan`;
+then, with ``--against REV``, the engine against the pipeline of an earlier commit on the same video and weights.
+Targets: pipeline/model >= 0.85; peak RSS of a `vit-b-16` scan <= 1.2 GB; engine/earlier >= 1 (no slowdown).
 
     python benchmarks/scan_pipeline.py [--video PATH] [--config vit-b-16] [--batch 16] [--rounds 2]
+    python benchmarks/scan_pipeline.py --against 1253bdf    # the scan pipeline before the one engine
 
 The model has random weights (none are trained for vit-b-16 here): speed and memory do not depend on their values.
 """
@@ -10,6 +12,7 @@ The model has random weights (none are trained for vit-b-16 here): speed and mem
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from gmdf_cli.analysis.scan import Scanner, ScanOptions
 from gmdf_cli.data.faces import load_detector, to_model_input
 from gmdf_cli.data.media import MediaItem, Sampling
+from gmdf_cli.engine import Engine, EngineOptions
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import load_weights, save_checkpoint
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 VIDEO = SHARED / "media/celebdf_hantschmann/fake"
 
 
@@ -37,7 +41,7 @@ HWM = (
     "    print('VMHWM_KB', line.split()[1], file=sys.stderr)\n"
     "atexit.register(_hwm)\n"
 )
-IMPORTS_ONLY = HWM + "import cv2, torch, open_clip, facexlib.detection, gmdf_cli.analysis.scan_run\n"
+IMPORTS_ONLY = HWM + "import cv2, torch, open_clip, facexlib.detection, gmdf_cli.jobs.scan\n"
 SCAN = (
     HWM + "import sys, runpy\nsys.argv = ['gmdf'] + sys.argv[1:]\nrunpy.run_module('gmdf_cli', run_name='__main__')\n"
 )
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--against", metavar="REV", help="Also time the scan pipeline of this git commit.")
     args = parser.parse_args()
     video = args.video or next(iter(sorted(VIDEO.glob("*.mp4"))), None)
     if video is None or not video.is_file():
@@ -68,23 +73,23 @@ def main() -> None:
         model, _, _ = load_weights(str(path), precision=args.precision)
         dtype = next(model.parameters()).dtype
         detector, _ = load_detector("retinaface", SHARED / "weights")
-        options = ScanOptions(Sampling(frames=args.frames), batch_size=args.batch, keep_crops=0)
+        options = EngineOptions(Sampling(frames=args.frames), batch_size=args.batch, keep_crops=0)
         item = MediaItem(video, "video")
 
         crops = []
-        scanner = Scanner(model, detector, options)
-        original_flush = scanner._flush
+        engine = Engine(model, detector, options)
+        original_flush = engine._flush
 
         def recording_flush() -> None:  # keep the exact crops the pipeline scored, for the model-only runs
-            crops.extend(p.crop for p in scanner.queue)
+            crops.extend(p.crop for p in engine.queue)
             original_flush()
 
-        scanner._flush = recording_flush  # type: ignore[method-assign]
-        list(scanner.scan([item]))  # warm-up, and the crops
+        engine._flush = recording_flush  # type: ignore[method-assign]
+        list(engine.run([item]))  # warm-up, and the crops
         faces = len(crops)
 
         def pipeline() -> None:
-            list(Scanner(model, detector, options).scan([item]))
+            list(Engine(model, detector, options).run([item]))
 
         def model_only() -> None:
             with torch.inference_mode():
@@ -140,6 +145,73 @@ def main() -> None:
             f"facexlib, cv2): {base_mb:.0f} MB; gmdf's own share (weights, activations, frames): "
             f"{peak_mb - base_mb:.0f} MB"
         )
+        if args.against:
+            against(args, video, path, Path(tmp))
+
+
+# One timing driver per side, each in a fresh process with its own package on the path: the same checkpoint, face
+# detector, video, sampling and batch; a warm-up run, then the best of ROUNDS.
+DRIVER_HEAD = (
+    "import sys, time\n"
+    "import torch\n"
+    "torch.set_num_threads(int(sys.argv[6]))\n"
+    "from gmdf_cli.data.faces import load_detector\n"
+    "from gmdf_cli.data.media import MediaItem, Sampling\n"
+    "from gmdf_cli.weights import load_weights\n"
+    "weights, det_dir, video, frames, batch, threads, rounds = sys.argv[1:8]\n"
+    "model, _, _ = load_weights(weights)\n"
+    "detector, _ = load_detector('retinaface', det_dir)\n"
+    "item = MediaItem(__import__('pathlib').Path(video), 'video')\n"
+)
+DRIVER_NEW = DRIVER_HEAD + (
+    "from gmdf_cli.engine import Engine, EngineOptions\n"
+    "options = EngineOptions(Sampling(frames=int(frames)), batch_size=int(batch), keep_crops=0)\n"
+    "run = lambda: list(Engine(model, detector, options).run([item]))\n"
+)
+DRIVER_OLD = DRIVER_HEAD + (
+    "from gmdf_cli.analysis.scan import Scanner, ScanOptions\n"
+    "options = ScanOptions(Sampling(frames=int(frames)), batch_size=int(batch), keep_crops=0)\n"
+    "run = lambda: list(Scanner(model, detector, options).scan([item]))\n"
+)
+DRIVER_TAIL = (
+    "faces = sum(r.faces_found for r in run())\n"
+    "best = float('inf')\n"
+    "for _ in range(int(rounds)):\n"
+    "    start = time.perf_counter(); run(); best = min(best, time.perf_counter() - start)\n"
+    "print('RESULT', faces, best)\n"
+)
+
+
+def _time_side(driver: str, package_root: Path, argv: list[str]) -> tuple[int, float]:
+    env = {**os.environ, "PYTHONPATH": str(package_root)}
+    done = subprocess.run([sys.executable, "-c", driver + DRIVER_TAIL, *argv], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(done.stderr)
+    _, faces, best = next(line for line in done.stdout.splitlines() if line.startswith("RESULT")).split()
+    return int(faces), float(best)
+
+
+def against(args: argparse.Namespace, video: Path, weights: Path, tmp: Path) -> None:
+    """The engine against the scan pipeline of commit ``args.against``, interleaved, each side in its own process."""
+    old_root = tmp / "old"
+    old_root.mkdir()
+    archive = subprocess.run(["git", "archive", args.against, "gmdf_cli"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive.stdout, check=True)
+    argv = [str(weights), str(SHARED / "weights"), str(video), str(args.frames), str(args.batch)]
+    argv += [str(torch.get_num_threads()), str(args.rounds)]
+    best: dict[str, float] = {"engine": float("inf"), args.against: float("inf")}
+    faces: dict[str, int] = {}
+    for _ in range(2):
+        for name, driver, root in (("engine", DRIVER_NEW, ROOT), (args.against, DRIVER_OLD, old_root)):
+            faces[name], seconds = _time_side(driver, root, argv)
+            best[name] = min(best[name], seconds)
+    if faces["engine"] != faces[args.against]:
+        sys.exit(f"the two pipelines found different faces: {faces}")
+    rate = {name: faces[name] / seconds for name, seconds in best.items()}
+    print(f"  the engine against the pipeline of {args.against} ({faces['engine']} faces, best of 2 x {args.rounds}):")
+    for name, value in rate.items():
+        print(f"    {name:11s} {value:6.2f} faces/s")
+    print(f"  ratio engine / {args.against}: {rate['engine'] / rate[args.against]:.3f}  (target >= 1, no slowdown)")
 
 
 if __name__ == "__main__":

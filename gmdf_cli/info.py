@@ -11,6 +11,7 @@ import torch
 
 from . import __version__
 from .model import build_model, get_config
+from .report.results import WeightsRow
 from .weights import SHIPPED_DIR, cached_path, zoo
 
 DEPENDENCIES = (
@@ -83,3 +84,37 @@ def system_report(model: str | None = None) -> dict[str, Any]:
     if model:
         report["model"] = model_report(model)
     return report
+
+
+def info_rows(report: dict[str, Any]) -> dict[str, str]:
+    """The report as the rows of `gmdf info`'s table."""
+    dev, w = report["device"], report["weights"]
+    rows = {
+        "python": report["python"],
+        "platform": report["platform"],
+        "device": f"{dev['type']} ({dev['name']}), {dev['threads']} threads",
+        **{dist: ver or "missing" for dist, ver in report["dependencies"].items()},
+        "hub cache": w["hub_cache"] + (" (offline)" if w["offline"] else ""),
+        "shipped weights": w["shipped_dir"],
+    }
+    for name, entry in w["zoo"].items():
+        rows[f"zoo: {name}"] = ("present " + entry["path"]) if entry["present"] else "not downloaded"
+    if "model" in report:
+        m = report["model"]
+        p = m["parameters"]
+        rows["model"] = f"{m['name']} ({m['image_size']} px, domains {', '.join(m['domains'])})"
+        rows["parameters total"] = f"{p['total']:,}"
+        rows["CLIP backbone"] = f"{p['backbone']:,} (image tower {p['image_backbone']:,})"
+        rows["GM-DF adds"] = (
+            f"{p['added']:,} = {m['added_fraction_of_backbone']:.2%} of the backbone, "
+            f"{m['added_fraction_of_image_backbone']:.2%} of its image tower"
+        )
+    return rows
+
+
+def weights_rows() -> list[WeightsRow]:
+    """`gmdf weights list`: every zoo entry and where it lies on this machine."""
+    return [
+        WeightsRow(e.name, e.config, e.hub_location, e.sha256, e.description, str(p) if (p := cached_path(e)) else None)
+        for e in zoo().values()
+    ]

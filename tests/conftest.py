@@ -8,13 +8,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from gmdf_cli.data.faces import DetectorOptions
 from gmdf_cli.model import GMDF, build_model, get_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDIA = SHARED / "media"
 DETECTOR_WEIGHTS = SHARED / "weights"
 
+HAVE_RETINAFACE = (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file()
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def detector_options() -> DetectorOptions:
+    """RetinaFace from the shared weights, or MTCNN (shipped inside facenet-pytorch) where they are absent."""
+    return DetectorOptions("retinaface", str(DETECTOR_WEIGHTS)) if HAVE_RETINAFACE else DetectorOptions("mtcnn")
 
 
 def perturbed(model: GMDF, std: float = 0.1, seed: int = 0) -> GMDF:
@@ -30,6 +38,15 @@ def perturbed(model: GMDF, std: float = 0.1, seed: int = 0) -> GMDF:
 def tiny_model() -> GMDF:
     torch.manual_seed(0)
     return perturbed(build_model(get_config("vit-tiny")))
+
+
+def assert_schema(output: str, data: object) -> None:
+    """``data`` (a parsed --json output) is valid against the published schema's definition of ``output``."""
+    import jsonschema
+
+    from gmdf_cli.report.schema import schema_for
+
+    jsonschema.validate(data, schema_for(output))
 
 
 def run_gmdf(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,22 +1,11 @@
-"""weights/card_metrics.py: the figures of the model card, here its within-identity comparison."""
+"""gmdf_cli/tools/card_metrics.py: the figures of the model card, here its within-identity comparison."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 from gmdf_cli.data.cache import Crop
-
-SCRIPT = Path(__file__).resolve().parents[1] / "weights" / "card_metrics.py"
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("card_metrics", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from gmdf_cli.tools import card_metrics
 
 
 def crops(identity: str, label: int, video: str, n: int) -> list[Crop]:
@@ -24,7 +13,7 @@ def crops(identity: str, label: int, video: str, n: int) -> list[Crop]:
 
 
 def test_same_identity_pairs_compare_video_means_within_each_identity_only() -> None:
-    card = load_script()
+    card = card_metrics
     rows = (
         crops("id1", 0, "real/id1_0001", 2)  # video mean 0.55
         + crops("id1", 1, "fake/id1_id2_0001", 3)  # 0.6: above its own real video, though below id2's real one
@@ -40,7 +29,7 @@ def test_same_identity_pairs_compare_video_means_within_each_identity_only() -> 
 
 
 def test_the_report_has_a_row_per_domain_one_over_the_video_domains_and_one_over_everything() -> None:
-    card = load_script()
+    card = card_metrics
     rows = crops("id1", 0, "real/id1_0001", 2) + crops("id1", 1, "fake/id1_id2_0001", 2)
     rows += [Crop("images", "test", f"real/photos/{i}", i % 2, 0, Path(f"{i}.png"), f"p{i}") for i in range(4)]
     scores = [0.2, 0.4, 0.7, 0.9, 0.1, 0.8, 0.6, 0.3]  # images: real 0.1, 0.6; fake 0.8, 0.3

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gmdf_cli import __version__
 
-from .conftest import run_gmdf
+from .conftest import assert_schema, run_gmdf
 
 
 def test_help_and_version() -> None:
@@ -45,6 +45,7 @@ def test_weights_list_with_a_user_zoo(tmp_path: Path) -> None:
     )
     out = run_gmdf("weights", "list", "--json", env={"GMDF_ZOO": str(zoo), "HF_HOME": str(tmp_path / "hf")})
     assert out.returncode == 0, out.stderr
+    assert_schema("WeightsList", json.loads(out.stdout))
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["lab-model"]["path"] is None and rows["lab-model"]["config"] == "vit-b-16"
     assert rows["gmdf-cnn-small-dev"]["path"]  # the shipped default is always on the machine

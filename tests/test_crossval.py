@@ -1,28 +1,12 @@
-"""weights/crossval.py: identity folds for the card's cross-validated figures."""
+"""gmdf_cli/tools/crossval.py: identity folds for the card's cross-validated figures."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 from gmdf_cli.data.cache import read_index
-
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-
-
-def load_script() -> ModuleType:
-    sys.path.insert(0, str(WEIGHTS))
-    try:
-        spec = importlib.util.spec_from_file_location("crossval", WEIGHTS / "crossval.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(WEIGHTS))
+from gmdf_cli.tools import crossval
 
 
 def write_cache(cache: Path) -> None:
@@ -42,7 +26,7 @@ def write_cache(cache: Path) -> None:
 
 
 def test_folds_keep_each_identity_in_one_fold_and_fold_zero_is_the_caches_own_held_out_split(tmp_path: Path) -> None:
-    cv = load_script()
+    cv = crossval
     write_cache(tmp_path / "cache")
     folders = cv.write_folds(tmp_path / "cache", tmp_path / "folds", 3, seed=0)
     assert [f.name for f in folders] == ["fold0", "fold1", "fold2"]

@@ -18,17 +18,18 @@ from click.testing import CliRunner, Result
 from rich.console import Console
 from safetensors.torch import load_file
 
-from gmdf_cli.analysis.scan import Scanner, ScanOptions, in_order_threads
 from gmdf_cli.cli import cli as cli_group
-from gmdf_cli.data.faces import load_detector
+from gmdf_cli.data.faces import open_face_detector
 from gmdf_cli.data.media import Sampling, discover
 from gmdf_cli.device import autocast, resolve_device
+from gmdf_cli.engine import Engine, EngineOptions, in_order_threads
 from gmdf_cli.errors import UsageError
 from gmdf_cli.model import build_model, domain_alignment_loss, get_config, random_patch_mask
+from gmdf_cli.report.schema import dumps
 from gmdf_cli.train.loop import MetaObjective, Trainer, TrainRequest
 from gmdf_cli.weights import DEFAULT_WEIGHTS, load_weights, save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, perturbed, run_gmdf
+from .conftest import detector_options, perturbed, run_gmdf
 from .test_scan import detector_args
 from .test_train import KINDS, make_cache
 
@@ -216,13 +217,15 @@ def test_frechet_loss_is_computed_in_fp32_under_autocast() -> None:
 # -- scan: background decode/detect gives the same results ----------------------------------------------------------
 def test_decoding_threads_score_exactly_as_one_thread(tiny_weights: Path) -> None:
     model, _, _ = load_weights(str(tiny_weights), device="cpu")
-    detector, _ = load_detector("retinaface", DETECTOR_WEIGHTS) if _det()[0] != "--detector" else load_detector("mtcnn")
+    detector = open_face_detector(detector_options(), "cpu", print)
     items = discover([str(CLIP), str(ASTRONAUT), str(ROOT / "examples" / "README.md")]).items
     results = {}
     for threads in (0, 1, 2, 3):
-        options = ScanOptions(Sampling(frames=6), decode_threads=threads, prefetch_frames=2)
-        scanned = list(Scanner(model, detector, options).scan(items))
-        results[threads] = [json.dumps({**r.as_dict(), "seconds": 0}, sort_keys=True) for r in scanned]
+        options = EngineOptions(Sampling(frames=6), decode_threads=threads, prefetch_frames=2)
+        scanned = list(Engine(model, detector, options).run(items))
+        for r in scanned:
+            r.seconds = 0
+        results[threads] = [dumps(r) for r in scanned]
     assert results[1] == results[0] == results[2] == results[3]
     assert len(results[0]) == 3
 

@@ -16,12 +16,12 @@ import torch
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
-from gmdf_cli.analysis.evaluate import score_cache
-from gmdf_cli.data.prepare import PrepareRequest, run_prepare
+from gmdf_cli.jobs.evaluate import score_cache
+from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import load_weights, save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, MEDIA, perturbed, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, MEDIA, assert_schema, detector_options, perturbed, run_gmdf
 from .synthdata import write_domain
 
 QUIET = Console(stderr=True, quiet=True)
@@ -30,7 +30,7 @@ DET = ["--detector-weights", str(DETECTOR_WEIGHTS)] if HAVE_RETINAFACE else []
 
 
 def _det() -> dict:
-    return {"detector_weights": str(DETECTOR_WEIGHTS)} if HAVE_RETINAFACE else {"detector": "mtcnn"}
+    return {"detector": detector_options()}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,7 @@ def test_cache_eval_json_contract_markdown_and_roc(weights: Path, domains_cache:
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    assert_schema("EvalReport", report)
     assert report["level"] == "video" and set(report["domains"]) == {"ff", "dfdc"}
     for m in report["domains"].values():
         assert set(m) >= {"auc", "acc", "eer", "ap", "n_real", "n_fake"} and m["n_real"] and m["n_fake"]
@@ -121,6 +122,7 @@ def test_folder_eval_with_the_default_weights_matches_sklearn_on_the_scan_scores
     ev = run_gmdf("eval", str(folder), "--json", "--frames", "4", *DET)
     assert ev.returncode == 0, ev.stderr
     report = json.loads(ev.stdout)
+    assert_schema("EvalReport", report)
     assert report["video"]["domains"]["celebdf_hantschmann"]["auc"] == pytest.approx(video_auc, abs=1e-12)
     assert report["frame"]["domains"]["celebdf_hantschmann"]["auc"] == pytest.approx(frame_auc, abs=1e-12)
     assert report["video"]["domains"]["celebdf_hantschmann"]["n_real"] == 6
@@ -167,6 +169,7 @@ def test_multi_domain_protocol_runs_and_resumes_without_redoing_parts(domains_ca
     again = run_gmdf(*args, "--json")
     assert again.returncode == 0, again.stderr
     results = json.loads(again.stdout)
+    assert_schema("ProtocolResults", results)
     assert list(results) == ["w/o ff", "w/o wdf", "w/o celeb", "w/o dff"]
     assert f"{done_key}: done already, skipped" in again.stderr
     assert (run / done_key.replace("/", "").replace(" ", "-") / "best.safetensors").stat().st_mtime_ns == stamp
@@ -188,7 +191,7 @@ def test_single_source_protocol_needs_its_domains(tmp_path: Path) -> None:
 
 
 def test_video_scores_are_means_of_frames_grouped_by_id() -> None:
-    from gmdf_cli.analysis.evaluate import Scored
+    from gmdf_cli.jobs.evaluate import Scored
 
     s = Scored(["a/x", "a/x", "b/x"], [1, 1, 0], [0.2, 0.8, 0.4])
     assert s.at("video") == ([1, 0], pytest.approx([0.5, 0.4]))

@@ -11,10 +11,10 @@ import cv2
 import pytest
 from rich.console import Console
 
-from gmdf_cli.data.prepare import PrepareRequest, run_prepare
 from gmdf_cli.errors import UsageError
+from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 
-from .conftest import DETECTOR_WEIGHTS, MEDIA, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, MEDIA, detector_options, run_gmdf
 from .synthdata import write_domain
 
 QUIET = Console(stderr=True, quiet=True)
@@ -29,9 +29,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _det() -> dict:
-    if (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file():
-        return {"detector_weights": str(DETECTOR_WEIGHTS)}
-    return {"detector": "mtcnn"}
+    return {"detector": detector_options()}
 
 
 def _prepare(layout: str, root: Path, out: Path, **kw) -> list[dict]:

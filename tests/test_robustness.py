@@ -18,11 +18,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from gmdf_cli.analysis.corruptions import JPEG_QUALITY, LEVELS, corrupt_image, encode_h264, h264_command
+from gmdf_cli.analysis.corruptions import CORRUPTIONS, JPEG_QUALITY, corrupt_image, encode_h264, h264_command
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, MEDIA, perturbed, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, MEDIA, assert_schema, perturbed, run_gmdf
 
 RNG = np.random.default_rng(0)
 DET = ["--detector-weights", str(DETECTOR_WEIGHTS)] if DETECTOR_WEIGHTS.is_dir() else ["--detector", "mtcnn"]
@@ -48,7 +48,7 @@ def test_saturation_level_5_leaves_no_chroma_and_level_1_keeps_40_percent() -> N
 
 @pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
 def test_blur_kernel_sizes(level: int) -> None:
-    size = int(LEVELS["blur"][level - 1])
+    size = int(CORRUPTIONS["blur"].levels[level - 1])
     image = RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     kernel = cv2.getGaussianKernel(size, size / 6)  # the definition: kernel p x p, sigma p / 6
     expected = cv2.sepFilter2D(image.astype(np.float32), -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
@@ -63,7 +63,7 @@ def test_blur_kernel_sizes(level: int) -> None:
 @pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
 def test_pixelation_factors(level: int) -> None:
     image = RNG.integers(0, 256, (60, 60, 3), dtype=np.uint8)
-    factor = int(LEVELS["pixelation"][level - 1])
+    factor = int(CORRUPTIONS["pixelation"].levels[level - 1])
     out = corrupt_image(image, "pixelation", level, RNG)
     blocks = out.reshape(60 // factor, factor, 60 // factor, factor, 3)
     assert (blocks == blocks[:, :1, :, :1]).all()  # constant over factor x factor cells
@@ -90,7 +90,7 @@ def test_noise_variance_in_ycbcr() -> None:
     image = np.full((200, 200, 3), 128, np.uint8)
     out = corrupt_image(image, "noise", 3, np.random.default_rng(2))
     y = cv2.cvtColor(out, cv2.COLOR_BGR2YCrCb).astype(float) / 255.0
-    assert y.std(axis=(0, 1)).mean() == pytest.approx(np.sqrt(LEVELS["noise"][2]), rel=0.1)
+    assert y.std(axis=(0, 1)).mean() == pytest.approx(np.sqrt(CORRUPTIONS["noise"].levels[2]), rel=0.1)
 
 
 def test_still_images_use_jpeg_qualities() -> None:
@@ -106,7 +106,7 @@ def test_h264_crf_values_reach_the_encoder(tmp_path: Path) -> None:
     for i in range(5):
         writer.write(np.full((64, 64, 3), i * 40, np.uint8))
     writer.release()
-    for level, crf in enumerate(LEVELS["compression"], start=1):
+    for level, crf in enumerate(CORRUPTIONS["compression"].levels, start=1):
         command = h264_command(clip, tmp_path / "x.mp4", crf)
         assert command[command.index("-crf") + 1] == f"{crf:g}" and "libx264" in command
         out = encode_h264(clip, tmp_path / f"crf{level}.mp4", level)
@@ -157,8 +157,9 @@ def test_robustness_all_on_real_videos_writes_table_plot_sheet_and_resumes(weigh
     done = run_gmdf(*args, "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
+    assert_schema("RobustnessReport", summary)
     assert summary["clean"]["n"] == 4 and summary["files"] == 4
-    assert set(summary["results"]) == set(LEVELS)
+    assert set(summary["results"]) == set(CORRUPTIONS)
     for per_level in summary["results"].values():
         assert set(per_level) == {"1", "2", "3", "4", "5"}
     records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
@@ -208,6 +209,7 @@ def test_robustness_on_a_prepared_cache_and_bad_options(weights: Path, tmp_path:
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
+    assert_schema("RobustnessReport", summary)
     assert set(summary["results"]) == {"blur", "noise"} and set(summary["results"]["blur"]) == {"1", "5"}
     assert summary["parameters"]["at"] == "crop"
     bad = run_gmdf("robustness", str(cache), "--weights", str(weights), "--corruption", "fog")

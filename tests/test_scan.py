@@ -18,7 +18,7 @@ from gmdf_cli.data.media import Sampling, discover
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, perturbed, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, assert_schema, perturbed, run_gmdf
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -112,6 +112,7 @@ def test_json_contract_and_per_track_verdicts(weights: Path, tmp_path: Path) -> 
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    assert_schema("ScanReport", report)
     check_contract(report)
     vid, img = report["files"]
     assert vid["kind"] == "video" and img["kind"] == "image"
@@ -157,6 +158,7 @@ def test_bad_inputs_get_one_line_each_and_the_good_ones_are_scanned(weights: Pat
     assert out.returncode == 1, out.stderr  # some inputs failed
     assert "Traceback" not in out.stderr
     report = json.loads(out.stdout)
+    assert_schema("ScanReport", report)
     check_contract(report)
     verdicts = {Path(f["path"]).name: f for f in report["files"]}
     assert verdicts["good.png"]["verdict"] in {"real", "fake"}
@@ -199,6 +201,7 @@ def test_out_dir_with_heatmaps_writes_plot_heatmaps_and_html(weights: Path, tmp_
     )
     assert out.returncode == 0, out.stderr
     report = json.loads((out_dir / "report.json").read_text())
+    assert_schema("ScanReport", report)
     check_contract(report)
     folder = next(p for p in out_dir.iterdir() if p.is_dir())
     for name in ("timeline.png", "contact_sheet.png", "heatmap_00.png"):
@@ -317,6 +320,7 @@ def test_interrupted_scan_keeps_the_finished_files(weights: Path, tmp_path: Path
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
     report = json.loads((out_dir / "report.json").read_text())
+    assert_schema("ScanReport", report)
     assert report["interrupted"] is True
     assert 1 <= len(report["files"]) < 30
     assert all(f["verdict"] in {"real", "fake"} for f in report["files"])

@@ -11,15 +11,16 @@ import numpy as np
 from rich.console import Console
 
 from gmdf_cli.data.cache import read_index
-from gmdf_cli.data.prepare import PrepareRequest, run_prepare
-from gmdf_cli.data.synth import SynthRequest, _jitter, cross_blend, donor_groups, run_synth, self_blend, soft_mask
+from gmdf_cli.data.synth import _jitter, cross_blend, donor_groups, self_blend, soft_mask
+from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
+from gmdf_cli.jobs.synth import SynthRequest, run_synth
 
-from .conftest import DETECTOR_WEIGHTS, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, detector_options, run_gmdf
 
 QUIET = Console(stderr=True, quiet=True)
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
 BOX = (180.0, 60.0, 290.0, 205.0)
-DET = {"detector_weights": str(DETECTOR_WEIGHTS)} if DETECTOR_WEIGHTS.is_dir() else {"detector": "mtcnn"}
+DET = {"detector": detector_options()}
 
 
 def test_forgeries_change_the_face_region_only() -> None:

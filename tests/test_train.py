@@ -19,8 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from gmdf_cli.analysis.metrics import detection_metrics, video_level
-from gmdf_cli.data.prepare import PrepareRequest, run_prepare
 from gmdf_cli.errors import UsageError
+from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.train.augment import ONLINE_DOMAIN
 from gmdf_cli.train.data import load_batch, read_index
@@ -28,7 +28,7 @@ from gmdf_cli.train.loader import load_part
 from gmdf_cli.train.loop import Trainer, TrainRequest
 from gmdf_cli.weights import load_weights
 
-from .conftest import DETECTOR_WEIGHTS, run_gmdf
+from .conftest import detector_options, run_gmdf
 from .synthdata import write_domain
 
 KINDS = ("blend", "noise", "blocks")
@@ -36,9 +36,7 @@ QUIET = Console(stderr=True, quiet=True)
 
 
 def _detector() -> dict:
-    if (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file():
-        return {"detector_weights": str(DETECTOR_WEIGHTS)}
-    return {"detector": "mtcnn"}
+    return {"detector": detector_options()}
 
 
 def make_cache(root: Path, cache: Path, kinds: tuple[str, ...], videos: int, frames: int, seed: int) -> Path:
@@ -326,7 +324,7 @@ def test_train_defaults_to_the_papers_setting() -> None:
     from gmdf_cli.cli import cli
     from gmdf_cli.model import get_config
 
-    option = next(p for p in cli.commands["train"].params if p.name == "config_name")
+    option = next(p for p in cli.commands["train"].params if p.name == "config")
     request = TrainRequest(domains=["ff"], data="-", out="-")
     assert option.default == request.config == "vit-b-16"
     assert request.pretrained == "default" and get_config("vit-b-16").clip_pretrained == "openai"

@@ -18,7 +18,7 @@ from gmdf_cli.fileio import atomic_path
 from gmdf_cli.model import get_config
 from gmdf_cli.weights import load_checkpoint, load_weights, resolve_weights, save_checkpoint
 
-from .conftest import run_gmdf
+from .conftest import assert_schema, run_gmdf
 from .hubserver import HubServer
 
 IMAGES = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(7))
@@ -77,10 +77,11 @@ def test_the_shipped_default_is_registered_verified_and_used_without_weights(tmp
     assert resolved.source == "shipped" and resolved.path == shipped
     model, _, meta = load_weights(DEFAULT_WEIGHTS)
     assert model.config.name == entry.config and "training" in meta
-    example = SHIPPED_DIR.parent / "examples" / "astronaut.png"
+    example = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
     out = run_gmdf("scan", str(example), "--json", "--detector", "mtcnn")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    assert_schema("ScanReport", report)
     assert report["model"]["name"] == DEFAULT_WEIGHTS and report["model"]["sha256"] == entry.sha256
     assert report["files"][0]["verdict"] in ("real", "fake") and 0 <= report["files"][0]["score"] <= 1
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Trains the shipped default detector (weights/gmdf-cnn-small-dev.safetensors) from the development media, on the
+# Trains the shipped default detector (gmdf_cli/weights/shipped/gmdf-cnn-small-dev.safetensors) from the development media, on the
 # CPU, with gmdf's own commands. Usage:
 #   bash weights/train_default.sh [MEDIA] [WORK] [EXTRA gmdf train OPTIONS...]
 # MEDIA: the development media folder (default ../shared/media, laid out <source>/{real,fake}/...).
 # WORK:  a new folder for the pools, the cache and the run (default ./default-run).
-# The model lands in WORK/run/last.safetensors (the file the card ships); the card (weights/README.md) says how it
+# The model lands in WORK/run/last.safetensors (the file the card ships); the card (gmdf_cli/weights/shipped/CARD.md) says how it
 # was measured.
 set -euo pipefail
 MEDIA=$(cd "${1:-../shared/media}" && pwd)

@@ -9,32 +9,17 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-LEVELS: dict[str, tuple[float, ...]] = {
-    "saturation": (0.4, 0.3, 0.2, 0.1, 0.0),  # chroma scale in YCbCr
-    "contrast": (0.85, 0.725, 0.6, 0.475, 0.35),  # pixel scale
-    "block": (16, 32, 48, 64, 80),  # grey 8x8 blocks per 256 pixels of the shorter side
-    "noise": (0.001, 0.002, 0.005, 0.01, 0.05),  # variance of Gaussian noise in YCbCr / 255
-    "blur": (7, 9, 13, 17, 21),  # Gaussian kernel size, sigma = size / 6
-    "pixelation": (2, 3, 4, 5, 6),  # downscale factor
-    "compression": (30, 32, 35, 38, 40),  # H.264 CRF for videos
-}
+H264_CRF = (30, 32, 35, 38, 40)
+"""Videos: "compression" level 1..5 re-encodes the whole file with H.264 at these CRFs (DeeperForensics-1.0)."""
 JPEG_QUALITY = (75, 60, 45, 30, 15)
 """Still images: "compression" level 1..5 is a JPEG re-encoding at these qualities (DeeperForensics defines only the
 video CRFs; these span mild to heavy web recompression)."""
-CORRUPTIONS = tuple(LEVELS)
-
-
-def param(name: str, level: int) -> float:
-    if name not in LEVELS:
-        raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
-    if not 1 <= level <= 5:
-        raise ValueError(f"severity level must be 1..5, got {level}")
-    return LEVELS[name][level - 1]
 
 
 def saturation(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
@@ -90,22 +75,57 @@ def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndar
     return decoded
 
 
-IMAGE_FUNCTIONS: dict[str, Callable[[np.ndarray, float, np.random.Generator], np.ndarray]] = {
-    "saturation": saturation,
-    "contrast": contrast,
-    "block": block,
-    "noise": noise,
-    "blur": blur,
-    "pixelation": pixelation,
+def compression(image: np.ndarray, crf: float, rng: np.random.Generator) -> np.ndarray:
+    """On one image: JPEG at the level's quality (``JPEG_QUALITY``); videos are re-encoded whole (``encode_h264``)."""
+    return jpeg(image, JPEG_QUALITY[H264_CRF.index(crf)], rng)
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """One registry entry: the name users type, the parameter of each severity 1..5, and the function."""
+
+    name: str
+    levels: tuple[float, float, float, float, float]
+    function: Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
+    meaning: str
+    """What ``levels`` holds, for the help text."""
+
+    def param(self, level: int) -> float:
+        if not 1 <= level <= 5:
+            raise ValueError(f"severity level must be 1..5, got {level}")
+        return self.levels[level - 1]
+
+
+CORRUPTIONS: dict[str, Corruption] = {
+    c.name: c
+    for c in (
+        Corruption("saturation", (0.4, 0.3, 0.2, 0.1, 0.0), saturation, "chroma scale in YCbCr"),
+        Corruption("contrast", (0.85, 0.725, 0.6, 0.475, 0.35), contrast, "pixel scale"),
+        Corruption("block", (16, 32, 48, 64, 80), block, "grey 8x8 blocks per 256 pixels of the shorter side"),
+        Corruption("noise", (0.001, 0.002, 0.005, 0.01, 0.05), noise, "variance of Gaussian noise in YCbCr / 255"),
+        Corruption("blur", (7, 9, 13, 17, 21), blur, "Gaussian kernel size, sigma = size / 6"),
+        Corruption("pixelation", (2, 3, 4, 5, 6), pixelation, "downscale factor"),
+        Corruption("compression", H264_CRF, compression, "H.264 CRF (videos; JPEG quality on images)"),
+    )
 }
+"""The registry: CLI choices, help text and the sweep all come from here."""
+
+
+def get_corruption(name: str) -> Corruption:
+    try:
+        return CORRUPTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}") from None
+
+
+def param(name: str, level: int) -> float:
+    return get_corruption(name).param(level)
 
 
 def corrupt_image(image: np.ndarray, name: str, level: int, rng: np.random.Generator) -> np.ndarray:
     """One image (a frame, a still, or a face crop) at severity ``level``; "compression" is JPEG here."""
-    if name == "compression":
-        param(name, level)
-        return jpeg(image, JPEG_QUALITY[level - 1], rng)
-    return IMAGE_FUNCTIONS[name](image, param(name, level), rng)
+    corruption = get_corruption(name)
+    return corruption.function(image, corruption.param(level), rng)
 
 
 def ffmpeg_exe() -> str:

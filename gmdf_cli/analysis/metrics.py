@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 
+from ..engine.rules import file_score
+
 
 @dataclass(frozen=True)
 class ErrorRates:
@@ -88,7 +90,7 @@ def m_eer(per_domain: Mapping[str, tuple[Sequence[int], Sequence[float]]], p_rea
 def video_level(
     video_ids: Iterable[str], labels: Iterable[int], scores: Iterable[float]
 ) -> tuple[list[str], list[int], list[float]]:
-    """Video score = mean of its frame scores, grouped by video id (DeepfakeBench's convention). A video whose
+    """Video score = the scoring rule's file score (the mean of its frame scores), grouped by video id. A video whose
     frames disagree on the label is an error in the data."""
     grouped: dict[str, list[float]] = defaultdict(list)
     label_of: dict[str, int] = {}
@@ -97,4 +99,4 @@ def video_level(
             raise ValueError(f"video {vid!r} has frames labelled both real and fake")
         grouped[vid].append(float(score))
     ids = sorted(grouped)
-    return ids, [label_of[v] for v in ids], [float(np.mean(grouped[v])) for v in ids]
+    return ids, [label_of[v] for v in ids], [file_score(grouped[v]) for v in ids]

@@ -1,18 +1,33 @@
-"""A prepared cache (made by `gmdf prepare`) read back: the index rows and their crops as model input."""
+"""A prepared cache (made by `gmdf prepare`): its records and index written, its rows and crops read back.
+
+Layout::
+
+    CACHE/index.csv                         domain, split, video_id, label, frame, path, identity (all domains)
+    CACHE/crops/<domain>/<video>/<frame>.png  224 px face crops (the scan pipeline's detector and crop)
+    CACHE/records/<domain>/<video>.json     one per finished video: its rows, or why it was skipped
+    CACHE/prepare-<domain>.json             the last run's summary
+"""
 
 from __future__ import annotations
 
 import csv
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
 from ..errors import UsageError
+from ..fileio import atomic_path
+from .datasets import Source
 from .faces import to_model_input
+
+INDEX_FIELDS = ("domain", "split", "video_id", "label", "frame", "path", "identity")
 
 
 @dataclass(frozen=True)
@@ -77,3 +92,38 @@ def load_batch(
     if not images:
         raise UsageError(f"no readable crops in a batch (e.g. {bad[0]}): the cache is damaged; run prepare again")
     return to_model_input(images), torch.tensor(labels, dtype=torch.long), bad
+
+
+def safe_name(video_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", video_id.replace("/", "__"))[:150]
+
+
+def record_path(out: Path, source: Source) -> Path:
+    return out / "records" / source.domain / f"{safe_name(source.video_id)}.json"
+
+
+def rebuild_index(out: Path) -> list[dict[str, Any]]:
+    """Write CACHE/index.csv from every domain's records (atomically) and return its rows."""
+    rows = []
+    for path in sorted((out / "records").glob("*/*.json")):
+        record = json.loads(path.read_text())
+        if record.get("status") != "ok":
+            continue
+        src = record["source"]
+        for row in record["rows"]:
+            rows.append(
+                {
+                    "domain": src["domain"],
+                    "split": src["split"],
+                    "video_id": src["video_id"],
+                    "label": src["label"],
+                    "frame": row["frame"],
+                    "path": row["path"],
+                    "identity": src["identity"],
+                }
+            )
+    with atomic_path(out / "index.csv") as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=INDEX_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,14 +18,11 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from ..fileio import sha256_file
 from . import DETECTION_SIDE
+from .detectors import DETECTORS, RETINAFACE_FILES, DetectorEntry, DetectorOptions
 
 DETECTOR_ENV = "GMDF_DETECTOR_WEIGHTS"
-RETINAFACE_FILES = {
-    "retinaface": ("retinaface_mobile0.25", "detection_mobilenet0.25_Final.pth"),
-    "retinaface-resnet50": ("retinaface_resnet50", "detection_Resnet50_Final.pth"),
-}
-DETECTORS = (*RETINAFACE_FILES, "mtcnn")
 CROP_SCALE = 1.3
+__all__ = ["DETECTORS", "RETINAFACE_FILES", "DetectorEntry", "DetectorOptions"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class Face:
     score: float  # detector confidence
 
 
-class Detector(Protocol):
+class FaceDetector(Protocol):
     info: dict[str, Any]
 
     def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]: ...
@@ -133,16 +131,17 @@ def load_detector(
     weights_dir: str | Path | None = None,
     max_side: int = DETECTION_SIDE,
     device: torch.device | str = "cpu",
-) -> tuple[Detector, str | None]:
+) -> tuple[FaceDetector, str | None]:
     """The face detector, resolved in order: ``weights_dir``, ``$GMDF_DETECTOR_WEIGHTS``, facexlib's own cache,
     then facexlib's download. When none works, MTCNN (shipped inside facenet-pytorch) is used instead; the second
     value then says why, once, for the user. ``name`` is ``retinaface`` (MobileNet-0.25, the CPU default),
     ``retinaface-resnet50`` or ``mtcnn``. ``device``: where the detector runs (a resolved torch device)."""
-    if name == "mtcnn":
-        return MTCNNDetector(max_side, device=device), None
-    if name not in RETINAFACE_FILES:
+    if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
-    filename = RETINAFACE_FILES[name][1]
+    files = DETECTORS[name].retinaface
+    if files is None:
+        return MTCNNDetector(max_side, device=device), None
+    filename = files[1]
     candidates = [Path(p).expanduser() for p in (weights_dir, os.environ.get(DETECTOR_ENV)) if p]
     candidates.append(facexlib_weights_dir())
     for folder in candidates:
@@ -158,6 +157,18 @@ def load_detector(
             "using MTCNN from facenet-pytorch instead (pass --detector-weights DIR to use RetinaFace)"
         )
         return MTCNNDetector(max_side, device=device), reason
+
+
+def open_face_detector(
+    options: DetectorOptions, device: torch.device | str, warn: Callable[[str], None]
+) -> FaceDetector:
+    """The one way every command and the API load their face detector: ``load_detector`` with the shared options;
+    a fallback to MTCNN is passed to ``warn`` once and recorded in the detector's ``info``."""
+    detector, fallback = load_detector(options.name, options.weights, options.det_size, device)
+    detector.info["fallback_reason"] = fallback
+    if fallback:
+        warn(fallback)
+    return detector
 
 
 def crop_face(frame: np.ndarray, box: tuple[float, float, float, float], size: int, scale: float = CROP_SCALE):

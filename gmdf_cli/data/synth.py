@@ -21,40 +21,11 @@ held-out scores upside down).
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
-
 import cv2
 import numpy as np
-from rich.console import Console
-
-from ..errors import UsageError
-from ..fileio import write_text_atomic
-from ..progress import progress_bar
-from .faces import DETECTION_SIDE, Face, load_detector
-from .media import MediaError, Sampling, discover, open_media, read_frames
 
 KINDS = ("sbi", "cross")
-
-
-@dataclass
-class SynthRequest:
-    root: Path
-    out: Path
-    kinds: tuple[str, ...] = KINDS
-    frames: int = 8
-    per_frame: int = 1
-    seed: int = 0
-    group_size: int = 2
-    """Input files per donor group (the last group takes the remainder); cross blends stay inside a group."""
-    detector: str = "retinaface"
-    detector_weights: str | None = None
-    det_size: int = DETECTION_SIDE
-    device: str = "cpu"
-    """The face detector's device (resolved by the caller)."""
+"""The forgery kinds: the registry of ``gmdf synth --kind``."""
 
 
 def soft_mask(shape: tuple[int, int], box: tuple[float, float, float, float], rng: np.random.Generator) -> np.ndarray:
@@ -137,77 +108,3 @@ def donor_groups(sources: list[str], size: int, rng: np.random.Generator) -> dic
     order = [sources[i] for i in rng.permutation(len(sources))]
     count = max(1, len(order) // size)
     return {name: f"g{min(i // size, count - 1):02d}" for i, name in enumerate(order)}
-
-
-def _source_name(path: Path, root: Path) -> str:
-    rel = path.relative_to(root).with_suffix("").as_posix() if path.is_relative_to(root) else path.stem
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", rel.replace("/", "__"))[:120]
-
-
-def run_synth(request: SynthRequest, console: Console) -> dict[str, Any]:
-    bad = [k for k in request.kinds if k not in KINDS]
-    if bad:
-        raise UsageError(f"unknown forgery kinds {bad}; choose from {', '.join(KINDS)}")
-    found = discover([request.root])
-    if not found.items:
-        raise UsageError(f"no images or videos under {request.root}")
-    detector, fallback = load_detector(request.detector, request.detector_weights, request.det_size, request.device)
-    if fallback:
-        console.print(f"[yellow]warning:[/] {fallback}", soft_wrap=True)
-    rng = np.random.default_rng(request.seed)
-    faces: list[tuple[str, int, np.ndarray, Face]] = []
-    skipped: dict[str, str] = {}
-    with progress_bar(console, "files") as progress:
-        task = progress.add_task("finding faces", total=len(found.items))
-        for item in found.items:
-            name = _source_name(item.path, request.root)
-            try:
-                media = open_media(item, Sampling(frames=request.frames))
-                before = len(faces)
-                for frame in read_frames(media):
-                    found_faces = detector.detect(frame.image)
-                    if found_faces:
-                        faces.append((name, frame.index, frame.image, max(found_faces, key=lambda f: f.score)))
-                if len(faces) == before:
-                    skipped[str(item.path)] = "no face found"
-            except (MediaError, OSError, cv2.error) as exc:
-                skipped[str(item.path)] = str(exc).splitlines()[0]
-            progress.advance(task)
-    if not faces:
-        raise UsageError(f"no faces found in {request.root}")
-    sources = sorted({name for name, *_ in faces})
-    if "cross" in request.kinds and len(sources) < 2:
-        raise UsageError("cross-identity blends need faces from at least two different files")
-    groups = donor_groups(sources, request.group_size, rng)
-    donors = {n: [f for f in faces if f[0] != n and groups[f[0]] == groups[n]] for n in sources}
-    counts = {"real": 0, **{k: 0 for k in request.kinds}}
-    with progress_bar(console, "frames") as progress:
-        task = progress.add_task("synthesising", total=len(faces))
-        for name, index, image, face in faces:
-            real_path = request.out / "real" / groups[name] / name / f"{index:06d}.png"
-            real_path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(real_path), image)
-            counts["real"] += 1
-            fake_dir = request.out / "fake" / groups[name] / name
-            fake_dir.mkdir(parents=True, exist_ok=True)
-            for k in range(request.per_frame):
-                if "sbi" in request.kinds:
-                    cv2.imwrite(str(fake_dir / f"{index:06d}_sbi{k}.png"), self_blend(image, face.box, rng))
-                    counts["sbi"] += 1
-                if "cross" in request.kinds:
-                    others = donors[name]
-                    donor = others[int(rng.integers(len(others)))]
-                    blend = cross_blend(image, face.box, donor[2], donor[3].box, rng)
-                    cv2.imwrite(str(fake_dir / f"{index:06d}_cross{k}.png"), blend)
-                    counts["cross"] += 1
-            progress.advance(task)
-    summary = {
-        "sources": len(sources),
-        "groups": {g: sorted(n for n in sources if groups[n] == g) for g in sorted(set(groups.values()))},
-        "written": counts,
-        "skipped": skipped,
-        "request": {**asdict(request), "root": str(request.root), "out": str(request.out)},
-        "prepare": f"gmdf prepare --domain folder --root {request.out} --group-by '^[^/]+' --out CACHE",
-    }
-    write_text_atomic(request.out / "synth.json", json.dumps(summary, indent=2))
-    return summary

@@ -12,6 +12,13 @@ WILDCARD = "*"
 """Name of the wildcard domain e_dom^0 (eq. 9), used for every unknown or unseen domain."""
 
 
+TOWER_KINDS: dict[str, str] = {
+    "vit": "CLIP's Vision Transformer (GM-DF's experts and DNorm in every block)",
+    "resnet": "CLIP's modified ResNet with attention pooling (GM-DF's parts per stage)",
+}
+"""The image towers a config may name (``VisionConfig.kind``); ``gmdf_cli.model.gmdf.TOWERS`` builds them."""
+
+
 @dataclass(frozen=True)
 class VisionConfig:
     """open_clip ``CLIPVisionCfg`` subset that GM-DF supports: a plain pre-norm ViT with a class token
@@ -82,7 +89,7 @@ class GMDFConfig:
             raise ValueError("a GM-DF config needs at least one source domain")
         if len(set(self.domains)) != len(self.domains) or WILDCARD in self.domains:
             raise ValueError(f"domain names must be unique and not {WILDCARD!r}: {self.domains}")
-        if self.vision.kind not in ("vit", "resnet"):
+        if self.vision.kind not in TOWER_KINDS:
             raise ValueError(f"unknown vision tower kind {self.vision.kind!r}")
         if self.vision.kind == "resnet" and len(self.vision.stage_layers) != 4:
             raise ValueError("a ResNet tower needs stage_layers for its 4 stages")
@@ -179,6 +186,14 @@ CONFIGS: dict[str, GMDFConfig] = {
 """Registry of named model shapes. ``vit-b-16`` is the paper's; ``vit-tiny`` is for tests and CPU runs;
 ``cnn-small`` is a CLIP-style ResNet tower (as in the journal version's ResNet backbones) that learns from little
 data on a CPU."""
+
+
+CONFIG_HELP: dict[str, str] = {
+    "vit-b-16": "the paper's CLIP ViT-B/16, from pretrained CLIP",
+    "cnn-small": "a CLIP-style ResNet tower sized for CPUs",
+    "vit-tiny": "a toy ViT for tests",
+}
+"""One line per registered config, for help texts."""
 
 
 def get_config(name: str) -> GMDFConfig:

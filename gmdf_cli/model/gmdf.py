@@ -156,11 +156,7 @@ class GMDF(nn.Module):
         self.config = cfg
         backbone_ids = {id(p) for p in clip.parameters()}
         image_ids = {id(p) for p in clip.visual.parameters()}
-        self.visual: GMDFImageEncoder | GMDFConvImageEncoder = (
-            GMDFConvImageEncoder(clip.visual, cfg)
-            if cfg.vision.kind == "resnet"
-            else GMDFImageEncoder(clip.visual, cfg)
-        )
+        self.visual: GMDFImageEncoder | GMDFConvImageEncoder = TOWERS[cfg.vision.kind](clip.visual, cfg)
         self.text: TextEncoder | None = TextEncoder(clip)
         ids, dom_slots, cls_slot, class_init = _prompt_template(cfg, clip.token_embedding)
         self.prompts = DomainClassPrompts(ids, dom_slots, cls_slot, class_init, cfg.num_domains, cfg.tau_base)
@@ -332,6 +328,13 @@ def _open_clip_name(cfg: GMDFConfig) -> str:
         (folder / f"{name}.json").write_text(json.dumps(_clip_shape(cfg)))
         open_clip.add_model_config(folder)
     return name
+
+
+TOWERS: dict[str, type[GMDFImageEncoder] | type[GMDFConvImageEncoder]] = {
+    "vit": GMDFImageEncoder,
+    "resnet": GMDFConvImageEncoder,
+}
+"""The tower registry: ``VisionConfig.kind`` -> the GM-DF image encoder built around CLIP's own tower."""
 
 
 def build_clip(cfg: GMDFConfig, pretrained: str | None = None) -> nn.Module:

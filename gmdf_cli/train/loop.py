@@ -41,9 +41,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..analysis.evaluate import score_crops
 from ..analysis.metrics import detection_metrics, video_level
 from ..device import autocast, configure, describe, resolve_device
+from ..engine.batching import score_cached
 from ..errors import UsageError
 from ..fileio import atomic_path, write_text_atomic
 from ..model import (
@@ -418,7 +418,7 @@ class Trainer:
     def validate(self) -> dict[str, Any]:
         """AUC per domain on the val split, frame- and video-level, scored as at deployment (wildcard domain)."""
         self.model.train(False)
-        kept, scores = score_crops(self.model, self.val_rows)
+        kept, scores = score_cached(self.model, self.val_rows)
         self.model.train(True)
         result: dict[str, Any] = {}
         for domain in self.req.domains:

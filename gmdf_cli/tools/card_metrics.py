@@ -1,6 +1,6 @@
-"""Per-source validation metrics for the model card (weights/README.md).
+"""Per-source validation metrics for the model card (gmdf_cli/weights/shipped/CARD.md).
 
-    python weights/card_metrics.py WEIGHTS CACHE [--split val,test] [--domains celeb,cross,images] [--json OUT]
+    python -m gmdf_cli.tools.card_metrics WEIGHTS CACHE [--split val,test] [--domains celeb,cross,images] [--json OUT]
 
 Scores the cache's held-out crops as `gmdf scan` does (the wildcard domain: a deployed model never knows the
 source) and reports video- and frame-level AUC per domain and per media source. A source holding one class only
@@ -16,9 +16,10 @@ import json
 import re
 from pathlib import Path
 
-from gmdf_cli.analysis.evaluate import Scored, score_crops
 from gmdf_cli.analysis.metrics import detection_metrics, video_level
 from gmdf_cli.data.cache import Crop, read_index
+from gmdf_cli.engine.batching import score_cached
+from gmdf_cli.jobs.evaluate import Scored
 from gmdf_cli.weights import load_weights
 
 
@@ -115,7 +116,7 @@ def main() -> None:
     rows = [r for r in read_index(args.cache) if "all" in splits or r.split in splits]
     if args.domains:
         rows = [r for r in rows if r.domain in args.domains.split(",")]
-    kept, scores = score_crops(model, rows, 0)
+    kept, scores = score_cached(model, rows, 0)
     report = build_report(kept, scores)
     print(f"weights {resolved.name} (sha256 {resolved.sha256[:16]}), splits {sorted(splits)}, wildcard domain")
     print_report(report)

@@ -1,8 +1,8 @@
 """K-fold cross-validation over identities, for steadier held-out figures than one tiny validation split.
 
-    python weights/crossval.py folds CACHE OUT [--folds 3] [--seed 0]
+    python -m gmdf_cli.tools.crossval folds CACHE OUT [--folds 3] [--seed 0]
     gmdf train ... --data OUT/fold1 --out RUN1        (the card's training command, once per fold 1..K-1)
-    python weights/crossval.py score OUT WEIGHTS0 WEIGHTS1 ... [--json FILE]
+    python -m gmdf_cli.tools.crossval score OUT WEIGHTS0 WEIGHTS1 ... [--json FILE]
 
 ``folds`` writes one cache index per fold (``OUT/fold<k>/index.csv``, pointing at CACHE's crops, nothing copied)
 whose ``val`` split is that fold's held-out identities and whose ``train`` split is everything else. Fold 0 holds
@@ -22,20 +22,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from card_metrics import STILL_DOMAINS, build_report, metrics, print_report
-
-from gmdf_cli.analysis.evaluate import score_crops
-from gmdf_cli.data.cache import Crop, read_index
-from gmdf_cli.data.prepare import INDEX_FIELDS
+from gmdf_cli.data.cache import INDEX_FIELDS, Crop, read_index
+from gmdf_cli.engine.batching import score_cached
 from gmdf_cli.fileio import atomic_path
+from gmdf_cli.tools.card_metrics import STILL_DOMAINS, build_report, metrics, print_report
 from gmdf_cli.weights import load_weights
 
 
@@ -103,7 +98,7 @@ def score(out: Path, weights: list[str], as_json: Path | None) -> None:
         if not rows:
             raise SystemExit(f"crossval: fold {k} holds out nothing")
         model, resolved, _ = load_weights(name)
-        kept, scores = score_crops(model, rows, 0)
+        kept, scores = score_cached(model, rows, 0)
         per_fold[f"fold{k}"] = metrics(kept, scores)
         print(f"fold {k}: {resolved.name} (sha256 {resolved.sha256[:16]}), {len(kept)} held-out crops")
         kept_all += kept

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from ..analysis.evaluate import metrics_report, score_cache
 from ..data.cache import read_index
 from ..errors import UsageError
 from ..fileio import write_text_atomic
+from ..report.results import ProtocolPart
+from ..report.schema import to_jsonable
+from ..train.loop import Trainer, TrainRequest
 from ..weights import load_checkpoint
-from .loop import Trainer, TrainRequest
+from .evaluate import metrics_report, score_cache
 
 MULTI_DOMAIN = ("ff", "wdf", "celeb", "dff")
 EXTRA_TARGET = "dfdc"
@@ -77,24 +78,12 @@ def run_protocol(
         Trainer(request, console).fit()
         model, _ = load_checkpoint(run_dir / "best.safetensors", inference=True)
         scored = score_cache(model, cache, targets, split, console)
-        results[key] = {
-            "sources": sources,
-            "targets": targets,
-            "weights": str(run_dir / "best.safetensors"),
-            **{level: metrics_report(scored, level, p_real, 0.5) for level in ("frame", "video")},
-        }
-        write_text_atomic(results_path, json.dumps(results, indent=2, default=_nan_to_none))
+        frame, video = (metrics_report(scored, level, p_real, 0.5) for level in ("frame", "video"))
+        results[key] = to_jsonable(ProtocolPart(sources, targets, str(run_dir / "best.safetensors"), frame, video))
+        write_text_atomic(results_path, json.dumps(results, indent=2))
     markdown = to_markdown(protocol, results)
     write_text_atomic(out / "results.md", markdown)
-    return {
-        "protocol": protocol,
-        "results": json.loads(json.dumps(results, default=_nan_to_none)),
-        "markdown": markdown,
-    }
-
-
-def _nan_to_none(value: Any) -> Any:
-    return None
+    return {"protocol": protocol, "results": results, "markdown": markdown}
 
 
 def to_markdown(protocol: str, results: dict[str, Any], level: str = "video") -> str:
@@ -109,28 +98,3 @@ def to_markdown(protocol: str, results: dict[str, Any], level: str = "video") ->
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.4f}"
-
-
-def results_table(summary: dict[str, Any], level: str = "video") -> Table:
-    table = Table(
-        "protocol",
-        "trained on",
-        "target",
-        "AUC",
-        "EER",
-        "M_EER",
-        title=f"gmdf eval --protocol {summary['protocol']} ({level} level)",
-    )
-    for key, r in summary["results"].items():
-        m = r[level]
-        for i, target in enumerate(r["targets"]):
-            d = m["domains"][target]
-            table.add_row(
-                key if i == 0 else "",
-                ", ".join(r["sources"]) if i == 0 else "",
-                target,
-                _fmt(d["auc"]),
-                _fmt(d["eer"]),
-                _fmt(m["m_eer"]) if i == 0 else "",
-            )
-    return table

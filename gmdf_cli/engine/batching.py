@@ -1,0 +1,51 @@
+"""The one batch-predict loop: face crops (in memory, or read from a prepared cache) -> P(fake), in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.cache import Crop
+from ..data.faces import to_model_input
+from ..errors import UsageError
+from ..model import GMDF
+
+
+def fit(crop: np.ndarray, size: int) -> np.ndarray:
+    """A BGR crop resized to the model's input size when it is not already that size."""
+    if crop.shape[0] == size and crop.shape[1] == size:
+        return crop
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@torch.inference_mode()
+def score_crops(model: GMDF, crops: Sequence[np.ndarray], domain: int = 0, batch_size: int = 64) -> list[float]:
+    """P(fake) of BGR uint8 face crops (N, S, S, 3) under one domain index (0: the wildcard, as deployed), in
+    batches of ``batch_size`` on the model's device and dtype. Crops of another size are resized first."""
+    size = model.config.vision.image_size
+    scores: list[float] = []
+    for start in range(0, len(crops), batch_size):
+        chunk = [fit(c, size) for c in crops[start : start + batch_size]]
+        scores.extend(model.score(to_model_input(chunk), domain))
+    return scores
+
+
+def score_cached(
+    model: GMDF, rows: Sequence[Crop], domain: int = 0, batch_size: int = 64
+) -> tuple[list[Crop], list[float]]:
+    """P(fake) of a prepared cache's crops. A crop that cannot be read is left out: returns the rows actually
+    scored and their scores, in order."""
+    kept: list[Crop] = []
+    scores: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        images = [(r, cv2.imread(str(r.path), cv2.IMREAD_COLOR)) for r in chunk]
+        readable = [(r, img) for r, img in images if img is not None]
+        if not readable:
+            raise UsageError(f"no readable crops in a batch (e.g. {chunk[0].path}): the cache is damaged")
+        kept.extend(r for r, _ in readable)
+        scores.extend(score_crops(model, [img for _, img in readable], domain, batch_size))
+    return kept, scores

@@ -1,0 +1,52 @@
+"""The `gmdf train` job: a training request from the command line (or the run folder it resumes), the trainer with
+a progress bar, and the rows of its closing summary. The training itself lives in ``gmdf_cli.train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..errors import UsageError
+from ..progress import progress_bar
+from ..train.loop import Trainer, TrainRequest, load_request
+
+
+def train_request(resume: Path | None, options: dict[str, Any]) -> TrainRequest:
+    """``options`` are TrainRequest's fields as the command line gives them (``domains`` comma-separated,
+    ``pretrained`` 'none' for random weights). With ``resume``, the run's own request, where and how fast it runs
+    taken from ``options``."""
+    if resume is not None:
+        request = load_request(resume)
+        if options.get("threads"):
+            request.threads = options["threads"]
+        request.device, request.workers = options["device"], options["workers"]  # where it runs, not what it computes
+        return request
+    if not (options.get("domains") and options.get("data") and options.get("out")):
+        raise UsageError("--domains, --data and --out are required (or --resume RUN)")
+    fields = dict(options)
+    fields.update(
+        domains=[d.strip() for d in fields["domains"].split(",") if d.strip()],
+        data=str(fields["data"]),
+        out=str(fields["out"]),
+        pretrained=None if fields["pretrained"] == "none" else fields["pretrained"],
+    )
+    return TrainRequest(**fields)
+
+
+def run_train(request: TrainRequest, console: Console) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """Train; returns the summary and, on the main process only, the rows of the closing table."""
+    trainer = Trainer(request, console)
+    with progress_bar(console, "steps", disable=not trainer.dist.main) as progress:
+        summary = trainer.fit(progress)
+    if not trainer.dist.main:
+        return summary, None
+    rows = {"steps": str(summary["steps"]), "best mean val video AUC": f"{summary['best_val_auc']:.3f}"}
+    for key, value in summary["last"].items():
+        if key.startswith("val_") and key.endswith("video_auc"):
+            rows[key] = f"{value:.3f}"
+    rows["device"] = f"{summary['device']}, {summary['precision']}"
+    if summary["world_size"] > 1:
+        rows["processes"] = f"{summary['world_size']} (weights agree: {summary['ranks_agree']})"
+    return summary, rows

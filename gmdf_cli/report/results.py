@@ -1,0 +1,221 @@
+"""Typed results: the only schema. ``report.json``, ``--json``, CSV, the terminal tables and the HTML report are all
+renderings of these objects; ``schema.json`` beside this file is generated from them (``python -m
+gmdf_cli.report.schema``) and a test keeps the two equal.
+
+Plain data only (no torch): a field marked ``internal`` is kept in memory for the renderers (crops for heatmaps) and
+is never written out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+Verdict = Literal["real", "fake", "no-face", "error"]
+INTERNAL = {"internal": True}
+"""Field metadata: kept in memory for the renderers, never serialised nor in the schema."""
+
+
+# -- scan ----------------------------------------------------------------------------------------------------------
+@dataclass
+class FaceResult:
+    """One detected face: its box (x1, y1, x2, y2 in frame pixels), track, P(fake) and the detector's confidence."""
+
+    box: list[float]
+    track: int
+    score: float | None = None
+    detector_score: float = 0.0
+
+
+@dataclass
+class FrameResult:
+    """One sampled frame; ``score`` is its most suspicious face's (None without a face)."""
+
+    index: int
+    time: float
+    faces: list[FaceResult] = field(default_factory=list)
+    score: float | None = None
+
+
+@dataclass
+class TrackResult:
+    """One face followed across frames: the mean score of its faces."""
+
+    track: int
+    score: float
+    faces: int
+    verdict: Verdict
+
+
+@dataclass
+class MediaInfo:
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+
+@dataclass
+class SuspiciousFace:
+    """A kept face crop (the most suspicious of a file), for heatmaps and the report; in memory only."""
+
+    score: float
+    frame: int
+    time: float
+    track: int
+    crop: np.ndarray  # (S, S, 3) BGR uint8, the model's input size
+    display: np.ndarray  # (224, 224, 3) BGR uint8, for people
+
+
+@dataclass
+class FileResult:
+    """One input file: its verdict (``error`` when unreadable, ``no-face`` without any face), the file score (the
+    mean of its frame scores, median and max beside it), every frame and face, and its tracks."""
+
+    path: Path
+    sha256: str | None = None
+    kind: str = "unknown"
+    verdict: Verdict = "error"
+    score: float | None = None
+    score_median: float | None = None
+    score_max: float | None = None
+    threshold: float = 0.5
+    frames_scanned: int = 0
+    frames_with_faces: int = 0
+    faces_found: int = 0
+    seconds: float = 0.0
+    media: MediaInfo = field(default_factory=MediaInfo)
+    frames: list[FrameResult] = field(default_factory=list)
+    tracks: list[TrackResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    frames_requested: int = field(default=0, metadata=INTERNAL, repr=False)
+    suspicious: list[SuspiciousFace] = field(default_factory=list, metadata=INTERNAL, repr=False, compare=False)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    sha256: str
+    source: str
+    path: str
+    config: str
+    domains: list[str]
+    trained: str | None = None
+
+
+@dataclass
+class DetectorInfo:
+    """The face detector that really ran (after any fallback), with the sha256 of its weights."""
+
+    name: str
+    weights: str
+    sha256: str
+    max_side: int
+    device: str
+    fallback_reason: str | None = None
+
+
+@dataclass
+class ScanReport:
+    """A whole scan: provenance, parameters and every file's result (``report.json``, ``gmdf scan --json``)."""
+
+    version: str
+    started: str
+    model: ModelInfo
+    detector: DetectorInfo
+    parameters: dict[str, Any]
+    environment: dict[str, Any]
+    finished: str | None = None
+    interrupted: bool = False
+    files: list[FileResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# -- eval ----------------------------------------------------------------------------------------------------------
+@dataclass
+class DomainMetrics:
+    n_real: int
+    n_fake: int
+    acc: float | None
+    auc: float | None
+    ap: float | None
+    eer: float | None
+
+
+@dataclass
+class LevelMetrics:
+    """Metrics of one level (frame or video) per target domain, and M_EER over them (journal eq. 13)."""
+
+    level: Literal["frame", "video"]
+    domains: dict[str, DomainMetrics]
+    m_eer: float | None
+    p_real: float | None
+
+
+@dataclass
+class BothLevels:
+    """``gmdf eval --level both``: frame- and video-level metrics."""
+
+    frame: LevelMetrics
+    video: LevelMetrics
+    level: Literal["both"] = "both"
+
+
+EvalReport = LevelMetrics | BothLevels
+
+
+@dataclass
+class ProtocolPart:
+    """One part of a paper protocol: trained on ``sources``, tested on ``targets``."""
+
+    sources: list[str]
+    targets: list[str]
+    weights: str
+    frame: LevelMetrics
+    video: LevelMetrics
+
+
+# -- robustness ----------------------------------------------------------------------------------------------------
+@dataclass
+class SweepMetrics:
+    auc: float | None
+    acc: float | None
+    n: int
+
+
+@dataclass
+class RobustnessReport:
+    """AUC/ACC clean and per corruption and severity level; ``average`` per corruption and over all (``all``)."""
+
+    clean: SweepMetrics
+    results: dict[str, dict[str, SweepMetrics]]
+    average: dict[str, float | None]
+    files: int
+    errors: dict[str, str]
+    parameters: dict[str, Any]
+
+
+# -- weights and system --------------------------------------------------------------------------------------------
+@dataclass
+class WeightsRow:
+    """One entry of ``gmdf weights list``."""
+
+    name: str
+    config: str
+    hub: str
+    sha256: str
+    description: str
+    path: str | None
+
+
+OUTPUTS: dict[str, Any] = {
+    "ScanReport": ScanReport,
+    "EvalReport": EvalReport,
+    "ProtocolResults": dict[str, ProtocolPart],
+    "RobustnessReport": RobustnessReport,
+    "WeightsList": list[WeightsRow],
+}
+"""Every ``--json`` output by name: the schema file has one definition for each."""

@@ -1,0 +1,167 @@
+"""Weights I/O: safetensors only (never unpickled), the model config in the metadata, loading for inference."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..device import PRECISIONS, configure, resolve_device
+from ..errors import WeightsError
+from ..fileio import atomic_path, sha256_file
+from ..model import GMDF, GMDFConfig, build_model
+from .zoo import ResolvedWeights, resolve_weights
+
+FORMAT = "gmdf"
+
+
+def save_checkpoint(
+    model: GMDF,
+    path: str | os.PathLike[str],
+    metadata: dict[str, str] | None = None,
+    half: bool = False,
+    text_tower: bool = True,
+) -> Path:
+    """Write ``model`` as safetensors with its config in the metadata, atomically. Prompt features are cached
+    first, so a file saved without its text tower (``text_tower=False``) still scores images."""
+    model.cache_text_features()
+    state = {}
+    for key, value in model.state_dict().items():
+        if not text_tower and key.startswith("text."):
+            continue
+        tensor = value.detach().to("cpu").contiguous()
+        if half and tensor.is_floating_point():
+            tensor = tensor.half()
+        state[key] = tensor
+    meta = {
+        "format": FORMAT,
+        "gmdf_version": __version__,
+        "config": model.config.to_json(),
+        "text_tower": "1" if text_tower and model.text is not None else "0",
+        **(metadata or {}),
+    }
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return target
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise WeightsError(f"{path} is a safetensors file but not a gmdf checkpoint (no gmdf model config inside)")
+    return meta
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    expect: GMDFConfig | None = None,
+    device: str | torch.device = "cpu",
+    inference: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[GMDF, dict[str, str]]:
+    """Rebuild the model from the config stored in the file and load its tensors (no unpickling, ever).
+
+    ``expect``: raise a clear error when the file holds a different architecture than this config.
+    ``inference``: skip the text tower when the file carries cached prompt features, and build on the meta device
+    so no memory is spent on random weights that are overwritten at once.
+    """
+    meta = read_metadata(path)
+    try:
+        cfg = GMDFConfig.from_json(meta["config"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise WeightsError(f"{path}: unreadable model config in metadata ({exc})") from None
+    if expect is not None and _shape_fields(cfg) != _shape_fields(expect):
+        raise WeightsError(
+            f"{path} holds a {cfg.name!r} model with domains {list(cfg.domains)}, "
+            f"not the expected {expect.name!r} with domains {list(expect.domains)}"
+        )
+    with safe_open(str(path), framework="pt") as fh:
+        keys = set(fh.keys())
+        cached = "text_cached" in keys and bool(fh.get_tensor("text_cached"))
+    lean = inference and cached
+    if lean:
+        with torch.device("meta"):
+            model = build_model(cfg)
+    else:
+        model = build_model(cfg)
+    if meta.get("text_tower") == "0" or lean:
+        model.text = None
+    own = model.state_dict()
+    missing = sorted(set(own) - keys)
+    unexpected = sorted(k for k in keys - set(own) if not (lean and k.startswith("text.")))
+    if missing or unexpected:
+        detail = (f"missing {missing[:3]}" if missing else "") + (f" unexpected {unexpected[:3]}" if unexpected else "")
+        raise WeightsError(f"{path} does not match its own config {cfg.name!r}: {detail.strip()}")
+
+    def checked(tensor: torch.Tensor, key: str) -> torch.Tensor:
+        if tensor.shape != own[key].shape:
+            raise WeightsError(
+                f"{path}: tensor {key} has shape {tuple(tensor.shape)}, the config wants {tuple(own[key].shape)}"
+            )
+        return tensor
+
+    state = {}
+    if dtype == torch.float32:  # zero-copy views of one mapping: paged in lazily, shared with the page cache
+        with safe_open(str(path), framework="pt") as fh:
+            for key in own:
+                state[key] = checked(fh.get_tensor(key), key).to(own[key].dtype)
+    else:  # converting: one short-lived mapping per tensor and owned copies, so the file's pages never all sit
+        for key in own:  # in memory beside the converted weights
+            with safe_open(str(path), framework="pt") as fh:
+                tensor = checked(fh.get_tensor(key), key)
+            wanted = dtype if own[key].is_floating_point() else own[key].dtype
+            state[key] = tensor.to(wanted) if tensor.dtype != wanted else tensor.clone()
+            del tensor
+    model.load_state_dict(state, assign=lean)
+    model.to(device=device, dtype=dtype)
+    model.train(False)
+    return model, meta
+
+
+def _shape_fields(cfg: GMDFConfig) -> str:
+    return cfg.replace(name="-").to_json()
+
+
+def load_weights(
+    spec: str, device: str | torch.device = "cpu", precision: str = "fp32"
+) -> tuple[GMDF, ResolvedWeights, dict[str, str]]:
+    """Resolve a ``--weights`` value and load the model ready for inference (no text tower), with the file's
+    metadata (which may carry a calibrated decision ``threshold``). ``device``: ``auto``, ``cpu``, ``cuda:1``, ...
+    ``precision`` ``bf16``/``fp16`` loads the weights straight into that type: half the memory, and much faster on
+    GPUs and on CPUs with native bf16 (AVX512-BF16, AMX)."""
+    resolved = resolve_weights(spec)
+    target = resolve_device(device)
+    configure(target, precision)
+    model, meta = load_checkpoint(resolved.path, device=target, inference=True, dtype=PRECISIONS[precision])
+    model.drop_text_tower()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, resolved, meta
+
+
+def export_weights(
+    source: str,
+    target: str | os.PathLike[str],
+    half: bool = True,
+    text_tower: bool = False,
+    threshold: float | None = None,
+) -> ResolvedWeights:
+    """Re-save a checkpoint for shipping: fp16 and without the text tower by default (the prompt features it would
+    compute are cached in the file), optionally with a decision ``threshold`` in the metadata. The training record
+    in the metadata is kept."""
+    resolved = resolve_weights(source)
+    model, meta = load_checkpoint(resolved.path)
+    extra = {k: v for k, v in meta.items() if k not in ("format", "gmdf_version", "config", "text_tower")}
+    if threshold is not None:
+        extra["threshold"] = repr(float(threshold))
+    path = save_checkpoint(model, target, metadata=extra, half=half, text_tower=text_tower)
+    return ResolvedWeights(path, path.name, sha256_file(path), "local")

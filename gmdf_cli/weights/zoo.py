@@ -1,0 +1,169 @@
+"""The model zoo: names -> shipped files or Hub files, huggingface_hub downloads, sha256 checks.
+
+A ``--weights`` value is one of: a local file path, ``hf-hub:org/repo[/path/in/repo.safetensors]``, or a zoo name.
+Zoo entries are built in (``ZOO``) or added by a JSON file named in ``$GMDF_ZOO``:
+``{"name": {"repo_id": "org/repo", "filename": "model.safetensors", "revision": "<commit>", "sha256": "<hex>",
+"config": "vit-b-16", "description": "..."}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import WeightsError
+from ..fileio import sha256_file
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
+"""Package data: the shipped default detector and its card (``CARD.md``), installed with gmdf (wheel or not)."""
+DEFAULT_HUB_FILENAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    config: str
+    description: str
+    sha256: str
+    repo_id: str | None = None
+    filename: str = DEFAULT_HUB_FILENAME
+    revision: str = "main"
+    local: str | None = None
+    """File name inside ``SHIPPED_DIR``, when the entry ships with gmdf."""
+
+    @property
+    def hub_location(self) -> str:
+        return f"{self.repo_id}/{self.filename}@{self.revision}" if self.repo_id else "-"
+
+
+DEFAULT_WEIGHTS = "gmdf-cnn-small-dev"
+"""The detector `gmdf scan` uses without ``--weights``: trained on the CPU from the development media, shipped in
+the package (its card is gmdf_cli/weights/shipped/CARD.md)."""
+ZOO: dict[str, ZooEntry] = {
+    DEFAULT_WEIGHTS: ZooEntry(
+        name=DEFAULT_WEIGHTS,
+        config="cnn-small",
+        description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
+        sha256="840ea73c7d5ed5f502ed70ea372c6c747a020693712e36f62ea01e6486371bff",
+        local="gmdf-cnn-small-dev.safetensors",
+    )
+}
+"""Built-in entries (``$GMDF_ZOO`` adds more)."""
+
+
+def zoo() -> dict[str, ZooEntry]:
+    """Built-in entries plus those of the ``$GMDF_ZOO`` JSON file (which win on a name clash)."""
+    entries = dict(ZOO)
+    extra = os.environ.get("GMDF_ZOO")
+    if extra:
+        try:
+            raw = json.loads(Path(extra).read_text(encoding="utf-8"))
+            for name, spec in raw.items():
+                entries[name] = ZooEntry(name=name, **spec)
+        except (OSError, ValueError, TypeError) as exc:
+            raise WeightsError(f"cannot read the zoo file GMDF_ZOO={extra}: {exc}") from None
+    return entries
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights file on disk and where it came from."""
+
+    path: Path
+    name: str
+    sha256: str
+    source: str  # "local" | "shipped" | "hub"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+def _hub_download(repo_id: str, filename: str, revision: str) -> Path:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id}/{filename}@{revision}"
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
+    except LocalEntryNotFoundError:
+        raise WeightsError(
+            f"{where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the Hub cannot be reached"
+            + (" (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else "")
+            + "; download it where there is internet or pass --weights PATH"
+        ) from None
+    except RepositoryNotFoundError:
+        raise WeightsError(f"Hub repository {repo_id!r} not found (or private)") from None
+    except RevisionNotFoundError:
+        raise WeightsError(f"revision {revision!r} not found in Hub repository {repo_id!r}") from None
+    except EntryNotFoundError:
+        raise WeightsError(f"file {filename!r} not found in Hub repository {repo_id!r} at {revision!r}") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise WeightsError(f"download of {where} failed: {str(exc).splitlines()[0]}") from None
+
+
+def _verified(path: Path, expected: str, what: str) -> str:
+    actual = sha256_file(path)
+    if expected and actual != expected.lower():
+        raise WeightsError(
+            f"sha256 mismatch for {what} at {path}: expected {expected[:16]}..., got {actual[:16]}...; "
+            "the file is corrupt or was altered, delete it and download again"
+        )
+    return actual
+
+
+def resolve_weights(spec: str, download: bool = True) -> ResolvedWeights:
+    """Turn a ``--weights`` value into a verified file on disk (downloading through huggingface_hub if needed)."""
+    local = Path(spec).expanduser()
+    if local.is_file():
+        return ResolvedWeights(local, local.name, sha256_file(local), "local")
+    if spec.startswith("hf-hub:"):
+        parts = spec[len("hf-hub:") :].strip("/").split("/")
+        if len(parts) < 2 or not all(parts):
+            raise WeightsError(f"bad Hub reference {spec!r}; expected hf-hub:org/repo[/file.safetensors]")
+        repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or DEFAULT_HUB_FILENAME
+        revision = "main"
+        if "@" in filename:
+            filename, revision = filename.split("@", 1)
+        path = _hub_download(repo_id, filename, revision)
+        return ResolvedWeights(path, spec, sha256_file(path), "hub")
+    entries = zoo()
+    if spec in entries:
+        entry = entries[spec]
+        if entry.local and (SHIPPED_DIR / entry.local).is_file():
+            path = SHIPPED_DIR / entry.local
+            return ResolvedWeights(path, entry.name, _verified(path, entry.sha256, entry.name), "shipped")
+        if not entry.repo_id:
+            raise WeightsError(f"zoo entry {spec!r} has no shipped file at {SHIPPED_DIR} and no Hub location")
+        if not download:
+            found = cached_path(entry)
+            if found is None:
+                raise WeightsError(f"{spec!r} is not downloaded yet; run `gmdf weights download {spec}`")
+            path = found
+        else:
+            path = _hub_download(entry.repo_id, entry.filename, entry.revision)
+        return ResolvedWeights(path, entry.name, _verified(path, entry.sha256, entry.name), "hub")
+    if any(sep in spec for sep in ("/", "\\")) or spec.endswith(".safetensors"):
+        raise WeightsError(f"weights file not found: {spec}")
+    known = ", ".join(sorted(entries)) or "none registered"
+    raise WeightsError(f"unknown weights {spec!r}: not a file, not hf-hub:org/repo, not a zoo name ({known})")
+
+
+def cached_path(entry: ZooEntry) -> Path | None:
+    """Where a zoo entry lies on this machine (shipped folder or Hub cache), or None."""
+    if entry.local and (SHIPPED_DIR / entry.local).is_file():
+        return SHIPPED_DIR / entry.local
+    if not entry.repo_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(entry.repo_id, entry.filename, revision=entry.revision)
+    return Path(found) if isinstance(found, str) else None
