@@ -23,8 +23,9 @@ from .device import resolve_device
 from .engine.pipeline import DEFAULT_THRESHOLD, Engine, EngineOptions
 from .errors import UsageError
 from .model import GMDF
-from .report.results import DetectorInfo, FileResult, ModelInfo
+from .report.results import DetectorInfo, FileResult, ModelCard, ModelInfo
 from .weights import DEFAULT_WEIGHTS, ResolvedWeights, load_weights
+from .weights.card import read_card, read_decision
 
 
 def _warn(text: str) -> None:
@@ -73,10 +74,13 @@ class Detector:
             face_detector = DetectorOptions(face_detector, weights_dir, DETECTION_SIDE)
         target = resolve_device(device)
         model, resolved, meta = load_weights(name_or_path, device=target, precision=precision)
-        if threshold is None:
-            threshold = float(meta.get("threshold", DEFAULT_THRESHOLD))
+        stored, band = read_decision(meta)
+        if threshold is not None:  # the band was calibrated around the stored threshold, not around this one
+            band = None
+        else:
+            threshold = DEFAULT_THRESHOLD if stored is None else stored
         faces = open_face_detector(face_detector, target, warn)
-        options = EngineOptions(sampling or Sampling(), batch_size, threshold, max_faces, keep_crops)
+        options = EngineOptions(sampling or Sampling(), batch_size, threshold, band, max_faces, keep_crops)
         return cls(model, resolved, meta, faces, options)
 
     @property
@@ -117,7 +121,10 @@ class Detector:
         cfg = self.model.config
         w = self.weights
         trained = self.metadata.get("training")
-        return ModelInfo(w.name, w.sha256, w.source, str(w.path), cfg.name, list(cfg.domains), trained)
+        card = read_card(self.metadata)
+        info = ModelInfo(w.name, w.sha256, w.source, str(w.path), cfg.name, list(cfg.domains), trained)
+        info.card = ModelCard(**card) if card is not None else None
+        return info
 
     def detector_info(self) -> DetectorInfo:
         info = self.face_detector.info

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from . import __version__
 from .analysis.corruptions import CORRUPTIONS
@@ -20,10 +22,14 @@ from .data.datasets import LAYOUTS
 from .data.detectors import DETECTORS, DetectorOptions
 from .data.media import Sampling
 from .data.synth import KINDS
-from .errors import EXIT_FAILURE, GMDFError
+from .errors import EXIT_FAILURE, EXIT_USAGE, GMDFError
 from .model.config import CONFIG_HELP, CONFIGS
 
 err = Console(stderr=True, highlight=False)
+"""Messages, progress and warnings; tables too when stdout carries --json."""
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+"""Data: tables of results and facts, JSON with --json. Into a pipe, 200 columns wide, so that rows are not wrapped
+and `gmdf weights list | grep gmdf` finds whole names."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -46,10 +52,12 @@ class GMDFGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GMDFError as exc:
-            from rich.markup import escape
-
             err.print(f"[bold red]gmdf: error:[/] {escape(str(exc))}", soft_wrap=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:  # a bad command line, a missing input: one line, exit 2, nothing loaded
+            where = f" (gmdf {exc.ctx.info_name} -h for help)" if exc.ctx and exc.ctx.info_name != "gmdf" else ""
+            err.print(f"[bold red]gmdf: error:[/] {escape(exc.format_message())}{where}", soft_wrap=True)
+            ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             err.print("[bold red]gmdf: interrupted[/]")
             ctx.exit(130)
@@ -80,10 +88,26 @@ def precision_option(f: Any) -> Any:
     )(f)
 
 
+def _check_weights(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        from .weights.registry import check_spec
+
+        check_spec(value)
+    return value
+
+
 def weights_option(f: Any) -> Any:
+    """--weights, checked before anything loads (a missing file or an unknown name fails at once)."""
     return click.option(
-        "--weights", help="Zoo name, hf-hub:org/repo[/file] or a .safetensors path (default: the shipped model)."
+        "--weights",
+        callback=_check_weights,
+        help="Zoo name, hf-hub:org/repo[/file] or a .safetensors path (default: the shipped model).",
     )(f)
+
+
+def _show(table: Table, as_json: bool = False) -> None:
+    """A table of results: data, so on stdout, unless stdout carries the JSON."""
+    (err if as_json else out).print(table)
 
 
 def json_option(f: Any) -> Any:
@@ -196,7 +220,7 @@ def info(model_name: str | None, as_json: bool) -> None:
     if as_json:
         _emit_json(report)
         return
-    err.print(key_value_table(f"gmdf {report['version']}", info_rows(report)))
+    _show(key_value_table(f"gmdf {report['version']}", info_rows(report)))
 
 
 @cli.group()
@@ -217,7 +241,7 @@ def weights_list(as_json: bool) -> None:
     elif not rows:
         err.print("no weights registered (add your own with a JSON file named in $GMDF_ZOO)")
     else:
-        err.print(weights_table(rows))
+        _show(weights_table(rows))
 
 
 @weights.command("download")
@@ -237,13 +261,32 @@ def weights_download(name: str) -> None:
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
 @click.option("--text-tower/--no-text-tower", default=False, show_default=True, help="Keep CLIP's text tower.")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Decision threshold stored with the weights.")
-def weights_export(source: str, target: Path, precision: str, text_tower: bool, threshold: float | None) -> None:
+@click.option(
+    "--calibrate",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A prepared cache: its --split videos set the threshold (equal-error point) and the uncertainty band.",
+)
+@click.option("--split", default="val", show_default=True, help="--calibrate: the cache split to calibrate on.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(0.001, 0.5),
+    default=0.05,
+    show_default=True,
+    help="--calibrate: share of validation fakes a 'real' verdict may miss, and of reals a 'fake' may flag.",
+)
+@click.option(
+    "--card", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON model card to store inside."
+)
+def weights_export(source: str, target: Path, precision: str, text_tower: bool, **options: Any) -> None:
     """Re-save SOURCE (a checkpoint from `gmdf train`) as TARGET for shipping: small, inference-only."""
-    from .weights import export_weights
+    from .jobs.weights import ExportRequest, run_export
 
-    done = export_weights(source, target, half=precision == "fp16", text_tower=text_tower, threshold=threshold)
+    request = ExportRequest(source, target, half=precision == "fp16", text_tower=text_tower, **options)
+    done, decision = run_export(request, err)
     size = done.path.stat().st_size / 2**20
     err.print(f"[green]ok[/] {done.path} ({size:.1f} MiB, sha256 {done.sha256})", highlight=False)
+    if decision["threshold"] is not None:
+        err.print(f"threshold {decision['threshold']:.4f}, uncertainty band {decision['band']}", highlight=False)
     click.echo(done.sha256)
 
 
@@ -258,7 +301,7 @@ def weights_path(name: str) -> None:
 
 # -- scan ----------------------------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @weights_option
 @sampling_options
 @click.option(
@@ -289,7 +332,8 @@ def scan(paths: tuple[str, ...], as_json: bool, threads: int | None, device: str
     2 usage error, 130 interrupted (finished files are still written).
     """
     from .jobs.scan import ScanRequest, run_scan
-    from .report.render import scan_table
+    from .report.render import closing_lines, scan_table
+    from .weights.registry import DEFAULT_WEIGHTS
 
     if options["heatmaps"] and options["out"] is None:
         raise click.UsageError("--heatmaps needs --out DIR")
@@ -300,9 +344,11 @@ def scan(paths: tuple[str, ...], as_json: bool, threads: int | None, device: str
     outcome = run_scan(ScanRequest(paths=list(paths), device=_device(device), **options), err)
     if as_json:
         _emit_json(outcome.report)
-    err.print(scan_table(outcome.report.files))
+    _show(scan_table(outcome.report.files), as_json)
+    for line in closing_lines(outcome.report, DEFAULT_WEIGHTS):
+        err.print(line, markup=False, soft_wrap=True)
     if options["out"] is not None:
-        err.print(f"report: {options['out'] / 'report.html'}", highlight=False, markup=False)
+        err.print(f"report: {options['out'] / 'report.html'}", markup=False, soft_wrap=True)
     sys.exit(outcome.exit_code)
 
 
@@ -315,7 +361,7 @@ def scan(paths: tuple[str, ...], as_json: bool, threads: int | None, device: str
     type=click.Choice(list(LAYOUTS)),
     help="Dataset layout: " + "; ".join(f"{n}: {(f.__doc__ or '').split(':')[0].strip()}" for n, f in LAYOUTS.items()),
 )
-@click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset's root folder.")
+@click.option("--root", required=True, type=click.Path(exists=True, path_type=Path), help="The dataset's root folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The cache folder.")
 @click.option("--name", "domain", help="Domain name in the cache (default: the layout's name).")
 @click.option("--frames", type=click.IntRange(min=1), default=32, show_default=True, help="Frames per video.")
@@ -385,7 +431,9 @@ def synth(kinds: str, device: str, **options: Any) -> None:
 # -- train ---------------------------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--domains", help="Comma-separated source domains from the cache, e.g. ff,celeb,dff.")
-@click.option("--data", type=click.Path(path_type=Path), help="The cache made by `gmdf prepare`.")
+@click.option(
+    "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), help="The cache made by `gmdf prepare`."
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (checkpoints, metrics).")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this folder.")
 @config_option("Model to train")
@@ -453,9 +501,11 @@ def train(resume: Path | None, **options: Any) -> None:
 
 # -- eval ----------------------------------------------------------------------------------------------------------
 @cli.command("eval")
-@click.argument("folder", required=False, type=click.Path(path_type=Path))
+@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @weights_option
-@click.option("--data", "cache", type=click.Path(path_type=Path), help="A prepared cache (instead of FOLDER).")
+@click.option(
+    "--data", "cache", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A prepared cache."
+)
 @click.option("--domains", help="Comma-separated target domains in the cache.")
 @click.option("--split", default="test", show_default=True, help="Cache split to evaluate (train/val/test/all).")
 @click.option("--level", type=click.Choice(["frame", "video", "both"]), default="both", show_default=True)
@@ -495,7 +545,7 @@ def eval_command(protocol: str | None, as_json: bool, device: str, domains: str 
         summary = _run_protocol(protocol, device, options)
         if as_json:
             _emit_json(summary["results"])
-        err.print(render.protocol_table(summary))
+        _show(render.protocol_table(summary), as_json)
         return
     from .jobs.evaluate import EvalRequest, as_report, run_eval
 
@@ -507,7 +557,7 @@ def eval_command(protocol: str | None, as_json: bool, device: str, domains: str 
     if as_json:
         _emit_json(as_report(levels))
     for report in levels:
-        err.print(render.eval_table(report))
+        _show(render.eval_table(report), as_json)
 
 
 def _run_protocol(protocol: str, device: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -604,7 +654,7 @@ def robustness(corruption: str, levels: str, domains: str | None, as_json: bool,
     summary = run_robustness(request, err)
     if as_json:
         _emit_json(summary)
-    err.print(robustness_table(summary, request.levels))
+    _show(robustness_table(summary, request.levels), as_json)
     err.print(f"report: {request.out}/robustness.md, auc_vs_severity.png, contact_sheet.png", markup=False)
 
 

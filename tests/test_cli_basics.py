@@ -30,10 +30,10 @@ def test_info_json_reports_the_parameter_budget() -> None:
     assert "hub_cache" in report["weights"]
 
 
-def test_info_human_table_goes_to_stderr() -> None:
+def test_info_human_table_is_data_on_stdout() -> None:
     out = run_gmdf("info", "--model", "vit-tiny")
-    assert out.returncode == 0 and out.stdout == ""
-    assert "GM-DF adds" in out.stderr
+    assert out.returncode == 0 and out.stderr == ""
+    assert "GM-DF adds" in out.stdout
 
 
 def test_weights_list_with_a_user_zoo(tmp_path: Path) -> None:

@@ -144,6 +144,7 @@ def test_a_built_wheel_installed_elsewhere_scans_with_the_shipped_detector(tmp_p
     names = zipfile.ZipFile(wheel).namelist()
     assert "gmdf_cli/weights/shipped/gmdf-cnn-small-dev.safetensors" in names
     assert "gmdf_cli/weights/shipped/CARD.md" in names and "gmdf_cli/report/schema.json" in names
+    assert "gmdf_cli/report/templates/report.html.j2" in names
     prefix = tmp_path / "prefix"
     install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(prefix), str(wheel)]
     done = subprocess.run(install, capture_output=True, text=True, timeout=600)
@@ -152,13 +153,14 @@ def test_a_built_wheel_installed_elsewhere_scans_with_the_shipped_detector(tmp_p
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(prefix)}
     detector = ["--detector-weights", str(DETECTOR_WEIGHTS)] if HAVE_RETINAFACE else ["--detector", "mtcnn"]
-    scan = [sys.executable, "-m", "gmdf_cli", "scan", str(ASTRONAUT), "--json", *detector]
+    scan = [sys.executable, "-m", "gmdf_cli", "scan", str(ASTRONAUT), "--json", "--out", "report", *detector]
     done = subprocess.run(scan, cwd=elsewhere, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert_schema("ScanReport", report)
     assert report["model"]["source"] == "shipped" and report["model"]["path"].startswith(str(prefix))
     assert report["files"][0]["verdict"] in ("real", "fake")
+    assert "known weaknesses" in (elsewhere / "report" / "report.html").read_text()  # the packaged template
 
 
 def test_corrupted_crop_hook_changes_only_the_scored_crop(tiny_weights: Path) -> None:

@@ -9,7 +9,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from ..data.faces import to_model_input
+from ..data.faces import CROP_SCALE, to_model_input
 from ..model import GMDF
 
 FAKE = 1
@@ -42,15 +42,16 @@ def overlay(crop: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(show_cam_on_image(rgb, cam, use_rgb=True, image_weight=0.55), cv2.COLOR_RGB2BGR)
 
 
-def contact_sheet(tiles: list[np.ndarray], captions: list[str], columns: int = 4, tile: int = 224) -> np.ndarray:
-    """Grid of BGR tiles with a caption under each -> one BGR image."""
-    columns = max(1, min(columns, len(tiles)))
-    rows = (len(tiles) + columns - 1) // columns
-    band = 28
-    sheet = np.full((rows * (tile + band), columns * tile, 3), 255, dtype=np.uint8)
-    for i, (img, text) in enumerate(zip(tiles, captions, strict=True)):
-        r, c = divmod(i, columns)
-        y, x = r * (tile + band), c * tile
-        sheet[y : y + tile, x : x + tile] = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
-        cv2.putText(sheet, text, (x + 6, y + tile + 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
-    return sheet
+def cam_note(cam: np.ndarray, crop_scale: float = CROP_SCALE) -> str | None:
+    """What a reader should know about one Grad-CAM map (s, s) in [0, 1] over a face crop: that it is empty (no
+    evidence toward fake), or that most of its weight falls outside the face (the crop is ``crop_scale`` times the
+    face box, centred, so the face is its middle 1 / crop_scale)."""
+    total = float(cam.sum())
+    if total <= 1e-6 * cam.size:
+        return "empty map: Grad-CAM found nothing that raises the fake score on this face"
+    h, w = cam.shape
+    mh, mw = round(h * (1 - 1 / crop_scale) / 2), round(w * (1 - 1 / crop_scale) / 2)
+    inside = float(cam[mh : h - mh, mw : w - mw].sum()) / total
+    if inside < 0.5:
+        return f"only {inside:.0%} of the attention lies on the face: the score leans on the background"
+    return None

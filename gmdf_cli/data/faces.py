@@ -4,8 +4,8 @@ each face, linking faces across frames into tracks, and turning crops into model
 from __future__ import annotations
 
 import contextlib
+import io
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,8 +147,9 @@ def load_detector(
     for folder in candidates:
         if (folder / filename).is_file():
             return RetinaFaceDetector(name, folder, max_side, device=device), None
-    try:  # facexlib downloads into its own cache; it prints progress on stdout, which is for --json
-        with contextlib.redirect_stdout(sys.stderr):
+    try:  # facexlib downloads into its own cache, printing its own lines: gmdf speaks for it, once, if it fails
+        noise = io.StringIO()
+        with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
             return RetinaFaceDetector(name, facexlib_weights_dir(), max_side, device=device), None
     except Exception as exc:  # any download failure means the same thing to the user
         looked = ", ".join(str(c) for c in candidates)

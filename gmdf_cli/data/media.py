@@ -12,6 +12,10 @@ import numpy as np
 
 from ..errors import UsageError
 
+# FFmpeg's own log lines ("moov atom not found", ...) are not for gmdf's users: every unreadable file is reported once,
+# by gmdf, in its results. OpenCV reads this when it first opens a video.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 ANIMATED_EXTENSIONS = frozenset({".gif", ".webp"})

@@ -35,6 +35,8 @@ class EngineOptions:
     sampling: Sampling = field(default_factory=Sampling)
     batch_size: int = 16
     threshold: float = DEFAULT_THRESHOLD
+    band: rules.Band | None = None
+    """The weights' uncertainty band: scores in [low, high) get the verdict ``uncertain``."""
     max_faces: int = 8
     """Faces scored per frame at most (the most confident detections)."""
     keep_crops: int = 8
@@ -209,7 +211,8 @@ class Engine:
             if keep and (len(kept) < keep or score > kept[-1].score):
                 display = pending.display if pending.display is not None else pending.crop
                 frame = pending.frame
-                kept.append(SuspiciousFace(score, frame.index, frame.time, pending.face.track, pending.crop, display))
+                face = pending.face
+                kept.append(SuspiciousFace(score, frame.index, frame.time, face.track, face.box, pending.crop, display))
                 kept.sort(key=lambda s: -s.score)
                 del kept[keep:]
         self.queue.clear()
@@ -246,10 +249,10 @@ class Engine:
                     result.seconds = round(time.perf_counter() - started, 3)
                     waiting.append(result)
                     while waiting and not any(p.file is waiting[0] for p in self.queue):
-                        yield aggregate(waiting.pop(0), self.options.threshold)
+                        yield aggregate(waiting.pop(0), self.options.threshold, self.options.band)
         self._flush()
         for done in waiting:
-            yield aggregate(done, self.options.threshold)
+            yield aggregate(done, self.options.threshold, self.options.band)
 
     def _probe_job(self, job: Job) -> tuple[Job, FileResult, OpenedMedia | None]:
         if job.media is not None:
@@ -273,10 +276,11 @@ def describe(result: FileResult, media: OpenedMedia) -> FileResult:
     return result
 
 
-def aggregate(result: FileResult, threshold: float) -> FileResult:
+def aggregate(result: FileResult, threshold: float, band: rules.Band | None = None) -> FileResult:
     """Apply the scoring rule (``rules``) to a file whose faces are all scored: frame, file and track scores and
     verdicts, counts, and warnings about frames that could not be decoded or held no face."""
     result.threshold = threshold
+    result.band = list(band) if band is not None else None
     result.frames_scanned = len(result.frames)
     result.frames_with_faces = sum(1 for f in result.frames if f.faces)
     result.faces_found = sum(len(f.faces) for f in result.frames)
@@ -298,14 +302,14 @@ def aggregate(result: FileResult, threshold: float) -> FileResult:
         return result
     result.score = rules.file_score(scores)
     result.score_median, result.score_max = rules.file_spread(scores)
-    result.verdict = rules.verdict(result.score, threshold)
+    result.verdict = rules.verdict(result.score, threshold, band)
     per_track: dict[int, list[float]] = {}
     for frame in result.frames:
         for face in frame.faces:
             if face.score is not None:
                 per_track.setdefault(face.track, []).append(face.score)
     result.tracks = [
-        TrackResult(t, rules.file_score(s), len(s), rules.verdict(rules.file_score(s), threshold))
+        TrackResult(t, rules.file_score(s), len(s), rules.verdict(rules.file_score(s), threshold, band))
         for t, s in sorted(per_track.items())
     ]
     return result

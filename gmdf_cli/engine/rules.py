@@ -1,6 +1,8 @@
 """The scoring rule, in one place: a face gets P(fake) from the model; a frame scores as its most suspicious face; a
 file (a video, a still) as the mean of its frame scores (DeepfakeBench's video convention), with the median and the
-maximum reported beside it; a track as the mean of its faces. Fake when score >= threshold."""
+maximum reported beside it; a track as the mean of its faces. Fake when score >= threshold, except inside the
+weights' uncertainty band (``low <= score < high``, set from validation scores when the weights were exported):
+there the verdict is ``uncertain``."""
 
 from __future__ import annotations
 
@@ -24,5 +26,10 @@ def file_spread(frame_scores: Sequence[float]) -> tuple[float, float]:
     return float(statistics.median(frame_scores)), float(max(frame_scores))
 
 
-def verdict(score: float, threshold: float) -> Literal["real", "fake"]:
+Band = tuple[float, float]
+
+
+def verdict(score: float, threshold: float, band: Band | None = None) -> Literal["real", "fake", "uncertain"]:
+    if band is not None and band[0] <= score < band[1]:
+        return "uncertain"
     return "fake" if score >= threshold else "real"

@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..analysis.corruptions import CORRUPTIONS, corrupt_image, encode_h264
-from ..analysis.heatmaps import contact_sheet
 from ..analysis.metrics import detection_metrics
 from ..data.cache import read_index
 from ..data.faces import DetectorOptions, Face, crop_face
@@ -34,7 +33,7 @@ from ..engine import Engine, EngineOptions, Job, rules, score_crops
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..progress import progress_bar
-from ..report.render import write_json
+from ..report.render import contact_sheet, write_json
 from ..report.results import RobustnessReport, SweepMetrics
 from ..weights import DEFAULT_WEIGHTS, load_weights
 from .common import face_detector

@@ -18,7 +18,7 @@ from ..data.media import Sampling, discover
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
 from ..fileio import write_text_atomic
 from ..progress import progress_bar
-from ..report.render import CsvWriter, html_report, write_artifacts, write_json
+from ..report.render import CsvWriter, FaceImages, FileImages, html_report, write_artifacts, write_json
 from ..report.results import FileResult, ScanReport
 from ..weights import DEFAULT_WEIGHTS
 from .common import environment, now, warner
@@ -38,15 +38,20 @@ class ScanRequest:
     out: Path | None = None
     csv: Path | None = None
     heatmaps: bool = False
-    heatmap_faces: int = 8
+    report_faces: int = 8
+    """With ``out``: the most suspicious faces per file shown in the report (with heatmaps if asked)."""
     precision: str = "fp32"
     device: str = "auto"
 
-    def parameters(self, threshold: float) -> dict[str, Any]:
+    def parameters(self, threshold: float, detector_ran: str) -> dict[str, Any]:
+        """The settings as they took effect: the threshold used, and the face detector that really ran (with the
+        one asked for beside it when a fallback replaced it)."""
         params = asdict(self)
-        params.update(sampling=asdict(self.sampling), threshold=threshold)
-        detector = params.pop("detector")
-        params.update(detector=detector["name"], detector_weights=detector["weights"], det_size=detector["det_size"])
+        params.update(sampling=self.sampling.describe(), threshold=threshold)
+        asked = params.pop("detector")
+        params.update(detector=detector_ran, detector_weights=asked["weights"], det_size=asked["det_size"])
+        if detector_ran != asked["name"]:
+            params["detector_requested"] = asked["name"]
         return {k: str(v) if isinstance(v, Path) else v for k, v in params.items()}
 
 
@@ -56,16 +61,15 @@ class ScanOutcome:
     exit_code: int
 
 
-def _heatmaps_for(model: Any, result: FileResult, faces: int) -> dict[str, Any] | None:
-    from ..analysis.heatmaps import contact_sheet, gradcam_maps, overlay
-
+def faces_for(model: Any, result: FileResult, faces: int, heatmaps: bool) -> list[FaceImages]:
+    """The file's most suspicious faces for the report, with their Grad-CAM overlays and notes when asked."""
     chosen = result.suspicious[:faces]
-    if not chosen:
-        return None
+    if not heatmaps or not chosen:
+        return [FaceImages(s) for s in chosen]
+    from ..analysis.heatmaps import cam_note, gradcam_maps, overlay
+
     maps = gradcam_maps(model, [s.crop for s in chosen])  # Grad-CAM wants fp32 (see _Outputs)
-    overlays = [overlay(s.display, m) for s, m in zip(chosen, maps, strict=True)]
-    captions = [f"{s.score:.2f} t{s.track} " + (f"{s.time:.1f}s" if result.kind == "video" else "") for s in chosen]
-    return {"overlays": overlays, "sheet": contact_sheet(overlays, captions)}
+    return [FaceImages(s, overlay(s.display, m), cam_note(m)) for s, m in zip(chosen, maps, strict=True)]
 
 
 class _Outputs:
@@ -74,7 +78,7 @@ class _Outputs:
     def __init__(self, request: ScanRequest, detector: Detector) -> None:
         self.request = request
         self.csv = CsvWriter(request.csv) if request.csv else None
-        self.images: dict[int, dict[str, bytes]] = {}
+        self.images: dict[int, FileImages] = {}
         self.cam_model = detector.model
         if request.heatmaps and request.precision != "fp32":  # Grad-CAM works in fp32: a float copy explains
             self.cam_model = copy.deepcopy(detector.model).float()
@@ -84,8 +88,8 @@ class _Outputs:
             self.csv.add(result)
         req = self.request
         if req.out is not None:
-            heat = _heatmaps_for(self.cam_model, result, req.heatmap_faces) if req.heatmaps else None
-            self.images[index] = write_artifacts(req.out, index, result, heat)
+            faces = faces_for(self.cam_model, result, req.report_faces, req.heatmaps)
+            self.images[index] = write_artifacts(req.out, index, result, faces)
 
     def close(self, report: ScanReport) -> None:
         if self.csv:
@@ -104,7 +108,7 @@ def open_detector(request: ScanRequest, console: Console) -> Detector:
         sampling=request.sampling,
         batch_size=request.batch_size,
         max_faces=request.max_faces,
-        keep_crops=request.heatmap_faces if request.heatmaps else 0,
+        keep_crops=request.report_faces if request.out is not None else 0,
         face_detector=request.detector,
         warn=warner(console),
     )
@@ -122,14 +126,14 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
         started=now(),
         model=detector.model_info(),
         detector=detector.detector_info(),
-        parameters=request.parameters(detector.threshold),
+        parameters=request.parameters(detector.threshold, detector.detector_info().name),
         environment=environment(),
         skipped=[str(p) for p in found.skipped],
     )
     outputs = _Outputs(request, detector)
     exit_code = EXIT_OK
     try:
-        _scan_files(detector, request.paths, report, outputs, console)
+        _scan_files(detector, request, report, outputs, console)
     except KeyboardInterrupt:
         report.interrupted = True
         exit_code = EXIT_INTERRUPTED
@@ -142,17 +146,23 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
     return ScanOutcome(report, exit_code)
 
 
-def _scan_files(detector: Detector, paths: list[str], report: ScanReport, outputs: _Outputs, console: Console) -> None:
-    progress = progress_bar(console, "frames")
+def _scan_files(
+    detector: Detector, request: ScanRequest, report: ScanReport, outputs: _Outputs, console: Console
+) -> None:
+    """Every file through the detector, with two progress lines: files done of all (its ETA steady, one step a
+    file) and the frames of the file being read."""
+    found = discover(request.paths)
+    progress = progress_bar(console, "")
     with progress:
-        task = progress.add_task("scanning", total=None)
+        files = progress.add_task("files", total=len(found.items) + len(found.missing))
+        frames = progress.add_task("frames", total=None)
         for result in detector.scan_many(
-            paths,
-            on_start=lambda total: progress.update(task, total=total),
-            on_file=lambda r: progress.update(task, description=f"scanning {escape(r.path.name[:40])}"),
-            on_frame=lambda: progress.advance(task),
+            request.paths,
+            on_file=lambda r: progress.reset(frames, total=r.frames_requested, description=escape(r.path.name[:40])),
+            on_frame=lambda: progress.advance(frames),
         ):
             report.files.append(result)  # first: whatever happens next, this result is reported
+            progress.advance(files)
             if result.error:
                 console.print(f"[red]error:[/] {escape(str(result.path))}: {escape(result.error)}", soft_wrap=True)
             outputs.add(len(report.files) - 1, result)

@@ -190,7 +190,10 @@ class GMDF(nn.Module):
 
     @torch.no_grad()
     def cache_text_features(self) -> None:
-        """Compute the prompt features once; used for every image until the model trains again."""
+        """Compute the prompt features once; used for every image until the model trains again. Without a text
+        tower the features already cached are kept (a lean file re-saved)."""
+        if self.text is None and bool(self.text_cached):
+            return
         was_training = self.training
         self.train(False)
         self.text_cached.fill_(False)

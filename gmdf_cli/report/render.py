@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,14 +17,28 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..fileio import atomic_path, write_text_atomic
-from .results import FileResult, LevelMetrics, RobustnessReport, ScanReport, WeightsRow
+from .results import FileResult, LevelMetrics, RobustnessReport, ScanReport, SuspiciousFace, WeightsRow
 from .schema import dumps
 
-CSV_FIELDS = ("path", "sha256", "frame", "time", "track", "x1", "y1", "x2", "y2", "detector_score", "score")
+CSV_FIELDS = (
+    "path",
+    "sha256",
+    "frame",
+    "time",
+    "track",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "detector_score",
+    "score",
+    "file_verdict",
+)
 
 
 class CsvWriter:
-    """One row per scored face, written as each file finishes, so an interrupted scan keeps what it did."""
+    """One row per scored face (with its file's verdict), written as each file finishes, so an interrupted scan
+    keeps what it did."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +59,7 @@ class CsvWriter:
                         *(f"{v:.1f}" for v in face.box),
                         f"{face.detector_score:.4f}",
                         "" if face.score is None else f"{face.score:.6f}",
+                        result.verdict,
                     ]
                 )
         self.handle.flush()
@@ -95,7 +110,7 @@ def timeline_png(result: FileResult) -> bytes | None:
     return data
 
 
-def _encode_png(image: np.ndarray) -> bytes:
+def encode_png(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise RuntimeError("PNG encoding failed")
@@ -112,112 +127,128 @@ def file_folder(index: int, result: FileResult) -> str:
     return f"{index:03d}-{stem}"
 
 
-def write_artifacts(out: Path, index: int, result: FileResult, heatmaps: dict[str, Any] | None) -> dict[str, bytes]:
-    """Per-file PNGs under ``out/NNN-name/``: timeline, heatmap overlays, contact sheet. Returns them by role."""
+@dataclass
+class FaceImages:
+    """One suspicious face as the report shows it: the plain crop, and with --heatmaps its Grad-CAM overlay and a
+    note when the map is empty or lies mostly outside the face."""
+
+    face: SuspiciousFace
+    overlay: np.ndarray | None = None  # (224, 224, 3) BGR uint8
+    note: str | None = None
+
+
+@dataclass
+class FileImages:
+    timeline: bytes | None = None
+    faces: list[FaceImages] = field(default_factory=list)
+
+
+def write_artifacts(out: Path, index: int, result: FileResult, faces: list[FaceImages]) -> FileImages:
+    """Per-file PNGs under ``out/NNN-name/``: timeline, face crops, heatmap overlays and their contact sheet."""
     folder = out / file_folder(index, result)
-    made: dict[str, bytes] = {}
-    timeline = timeline_png(result)
-    if timeline:
-        made["timeline"] = timeline
-        _write_bytes(folder / "timeline.png", timeline)
-    if heatmaps and heatmaps.get("sheet") is not None:
-        for i, tile in enumerate(heatmaps["overlays"]):
-            _write_bytes(folder / f"heatmap_{i:02d}.png", _encode_png(tile))
-        made["sheet"] = _encode_png(heatmaps["sheet"])
-        _write_bytes(folder / "contact_sheet.png", made["sheet"])
+    made = FileImages(timeline_png(result), faces)
+    if made.timeline:
+        _write_bytes(folder / "timeline.png", made.timeline)
+    for i, face in enumerate(faces):
+        _write_bytes(folder / f"face_{i:02d}.png", encode_png(face.face.display))
+        if face.overlay is not None:
+            _write_bytes(folder / f"heatmap_{i:02d}.png", encode_png(face.overlay))
+    tiles = [f.overlay for f in faces if f.overlay is not None]
+    if tiles:
+        captions = [f"frame {f.face.frame}  {f.face.score:.2f}" for f in faces if f.overlay is not None]
+        _write_bytes(folder / "contact_sheet.png", encode_png(contact_sheet(tiles, captions)))
     return made
-
-
-def _img(data: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _file_rows(report: ScanReport) -> str:
-    esc = html.escape
-    return "".join(
-        f"<tr><td><a href='#f{i}'>{esc(f.path.name)}</a></td><td class='v {esc(f.verdict)}'>{esc(f.verdict)}</td>"
-        f"<td>{_fmt(f.score)}</td><td>{_fmt(f.score_max)}</td><td>{f.faces_found}</td>"
-        f"<td>{f.frames_with_faces}/{f.frames_scanned}</td><td>{f.seconds:.1f}s</td></tr>"
-        for i, f in enumerate(report.files)
+def _b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode() if data else None
+
+
+def _counts(files: list[FileResult]) -> list[tuple[str, int]]:
+    order = ("fake", "uncertain", "real", "no-face", "error")
+    return [(v, n) for v in order if (n := sum(f.verdict == v for f in files))]
+
+
+def _face_view(kind: str, x: FaceImages) -> dict[str, Any]:
+    return {
+        "crop": _b64(encode_png(x.face.display)),
+        "overlay": _b64(encode_png(x.overlay)) if x.overlay is not None else None,
+        "note": x.note,
+        "score": f"{x.face.score:.3f}",
+        "frame": x.face.frame,
+        "time": f"{x.face.time:.2f} s" if kind == "video" else None,
+        "track": x.face.track,
+        "box": ", ".join(f"{v:.0f}" for v in x.face.box),
+    }
+
+
+def _file_view(f: FileResult, pics: FileImages) -> dict[str, Any]:
+    media = f"{f.kind}, {f.media.width}x{f.media.height}" + (f", {f.media.fps} fps" if f.kind == "video" else "")
+    return {
+        "name": f.path.name,
+        "path": str(f.path),
+        "sha256": f.sha256,
+        "verdict": f.verdict,
+        "score": _fmt(f.score),
+        "score_median": _fmt(f.score_median),
+        "score_max": _fmt(f.score_max),
+        "threshold": f"{f.threshold:.3f}",
+        "band": ", ".join(f"{v:.3f}" for v in f.band) if f.band else None,
+        "faces_found": f.faces_found,
+        "frames_with_faces": f.frames_with_faces,
+        "frames_scanned": f.frames_scanned,
+        "seconds": f"{f.seconds:.1f}s",
+        "media": media,
+        "error": f.error,
+        "warnings": f.warnings,
+        "tracks": f.tracks,
+        "timeline": _b64(pics.timeline),
+        "faces": [_face_view(f.kind, x) for x in pics.faces],
+        "has_heatmaps": any(x.overlay is not None for x in pics.faces),
+    }
+
+
+def html_report(report: ScanReport, images: dict[int, FileImages]) -> str:
+    """A self-contained page (images inline), rendered from the typed report by the package's Jinja2 template with
+    autoescaping: every path, name and text of the report is data, never markup."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("gmdf_cli.report", "templates"), autoescape=select_autoescape(["j2"]))
+    files = report.files
+    return env.get_template("report.html.j2").render(
+        model=report.model,
+        card=report.model.card,
+        detector=report.detector,
+        version=report.version,
+        started=report.started,
+        finished=report.finished,
+        interrupted=report.interrupted,
+        parameters=[(k, "-" if v is None else str(v)) for k, v in report.parameters.items()],
+        files=[_file_view(f, images.get(i, FileImages())) for i, f in enumerate(files)],
+        counts=_counts(files),
+        band=next((f.band for f in files if f.band), None),
+        failed=[(str(f.path), f.error) for f in files if f.verdict == "error"],
+        skipped=report.skipped,
     )
 
 
-def _file_section(i: int, f: FileResult, pics: dict[str, bytes]) -> str:
-    esc = html.escape
-    parts = [
-        f"<h2 id='f{i}'>{esc(f.path.name)} <span class='v {esc(f.verdict)}'>{esc(f.verdict)}</span></h2>",
-        f"<p class='meta'>{esc(str(f.path))}<br>sha256 {esc(f.sha256 or '-')}<br>{esc(f.kind)}, "
-        f"{f.media.width}x{f.media.height}" + (f", {f.media.fps} fps" if f.kind == "video" else "") + "</p>",
-    ]
-    if f.error:
-        parts.append(f"<p class='err'>error: {esc(f.error)}</p>")
-    else:
-        parts.append(
-            f"<p>score (mean of frame scores) <b>{_fmt(f.score)}</b>, median {_fmt(f.score_median)}, "
-            f"max {_fmt(f.score_max)}; threshold {f.threshold:.3f}</p>"
-        )
-    parts.extend(f"<p class='warn'>{esc(w)}</p>" for w in f.warnings)
-    if f.tracks:
-        trs = "".join(
-            f"<tr><td>{t.track}</td><td class='v {t.verdict}'>{t.verdict}</td><td>{t.score:.3f}</td>"
-            f"<td>{t.faces}</td></tr>"
-            for t in f.tracks
-        )
-        parts.append(f"<table><tr><th>track</th><th>verdict</th><th>score</th><th>faces</th></tr>{trs}</table>")
-    if "timeline" in pics:
-        parts.append(_img(pics["timeline"], "score over time"))
-    if "sheet" in pics:
-        parts.append("<p>Most suspicious faces, with Grad-CAM toward <i>fake</i>:</p>")
-        parts.append(_img(pics["sheet"], "heatmaps"))
-    return "<section>" + "\n".join(parts) + "</section>"
-
-
-def _provenance(report: ScanReport) -> str:
-    esc = html.escape
-    model, det = report.model, report.detector
-    params = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in report.parameters.items())
-    return (
-        f"<p>model <b>{esc(model.name)}</b> ({esc(model.config)}), sha256 {esc(model.sha256)}<br>detector "
-        f"<b>{esc(det.name)}</b>, sha256 {esc(det.sha256)}"
-        + (f"<br><span class='warn'>{esc(det.fallback_reason)}</span>" if det.fallback_reason else "")
-        + f"<br>gmdf {esc(report.version)}; started {esc(report.started)}, finished {esc(str(report.finished))}</p>"
-        f"<table class='params'>{params}</table>"
-    )
-
-
-STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
-    "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 9px;text-align:left}"
-    ".v{font-weight:bold}.fake{color:#b3001b}.real{color:#137333}.no-face{color:#777}.error{color:#a15c00}"
-    ".meta{color:#666;font-size:.85em}.warn{color:#a15c00}.err{color:#b3001b}img{max-width:100%}"
-    "section{border-top:1px solid #ddd;margin-top:1.5em}.params{font-size:.8em}"
-)
-
-
-def html_report(report: ScanReport, images: dict[int, dict[str, bytes]]) -> str:
-    """A self-contained page (images inline) a person can open and read."""
-    sections = "".join(_file_section(i, f, images.get(i, {})) for i, f in enumerate(report.files))
-    interrupted = (
-        "<p class='err'>The scan was interrupted; files below are those finished.</p>" if report.interrupted else ""
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>gmdf scan report</title><style>{STYLE}</style>"
-        f"</head><body><h1>gmdf scan report</h1>{interrupted}"
-        "<table><tr><th>file</th><th>verdict</th><th>score</th><th>max</th><th>faces</th><th>frames with face</th>"
-        f"<th>time</th></tr>{_file_rows(report)}</table>{_provenance(report)}{sections}</body></html>\n"
-    )
-
-
-VERDICT_STYLE = {"fake": "bold red", "real": "bold green", "no-face": "dim", "error": "yellow"}
+VERDICT_STYLE = {
+    "fake": "bold red",
+    "uncertain": "bold yellow",
+    "real": "bold green",
+    "no-face": "dim",
+    "error": "yellow",
+}
 
 
 def scan_table(files: list[FileResult]) -> Table:
     """The terminal summary of a scan: one row per file."""
     table = Table("file", "verdict", "fake score", "faces", "frames", "time", title="gmdf scan")
+    table.columns[0].overflow = "fold"
     for f in files:
         table.add_row(
             escape(f.path.name),
@@ -228,6 +259,18 @@ def scan_table(files: list[FileResult]) -> Table:
             f"{f.seconds:.1f}s",
         )
     return table
+
+
+def closing_lines(report: ScanReport, default_model: str) -> list[str]:
+    """Under the table: the count of each verdict, and the model card's caveat when the default detector ran."""
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in _counts(report.files))
+    lines = [
+        f"{len(report.files)} file(s): {counts or 'none scanned'}" + (" (interrupted)" if report.interrupted else "")
+    ]
+    card = report.model.card
+    if report.model.name == default_model and card is not None:
+        lines.append(f"note: {card.caveat}")
+    return lines
 
 
 def _f4(value: float | None) -> str:
@@ -276,6 +319,7 @@ def protocol_table(summary: dict[str, Any], level: str = "video") -> Table:
 
 def weights_table(rows: list[WeightsRow]) -> Table:
     table = Table("name", "config", "hub", "on this machine", "description")
+    table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(escape(r.name), r.config, escape(r.hub), escape(r.path or "-"), escape(r.description))
     return table
@@ -287,3 +331,17 @@ def key_value_table(title: str, rows: dict[str, str]) -> Table:
     for key, value in rows.items():
         table.add_row(escape(key), escape(value))
     return table
+
+
+def contact_sheet(tiles: list[np.ndarray], captions: list[str], columns: int = 4, tile: int = 224) -> np.ndarray:
+    """Grid of BGR tiles with a caption under each -> one BGR image."""
+    columns = max(1, min(columns, len(tiles)))
+    rows = (len(tiles) + columns - 1) // columns
+    band = 28
+    sheet = np.full((rows * (tile + band), columns * tile, 3), 255, dtype=np.uint8)
+    for i, (img, text) in enumerate(zip(tiles, captions, strict=True)):
+        r, c = divmod(i, columns)
+        y, x = r * (tile + band), c * tile
+        sheet[y : y + tile, x : x + tile] = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
+        cv2.putText(sheet, text, (x + 6, y + tile + 19), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+    return sheet

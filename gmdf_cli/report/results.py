@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-Verdict = Literal["real", "fake", "no-face", "error"]
+Verdict = Literal["real", "fake", "uncertain", "no-face", "error"]
+"""fake: score >= threshold; real: below it; uncertain: inside the weights' uncertainty band ``[low, high)`` around
+the threshold (set from validation scores when the weights were exported), where the detector's validation errors
+are too frequent to call either way; no-face: no face in any frame; error: the file could not be read."""
 INTERNAL = {"internal": True}
 """Field metadata: kept in memory for the renderers, never serialised nor in the schema."""
 
@@ -65,14 +68,16 @@ class SuspiciousFace:
     frame: int
     time: float
     track: int
+    box: list[float]
     crop: np.ndarray  # (S, S, 3) BGR uint8, the model's input size
     display: np.ndarray  # (224, 224, 3) BGR uint8, for people
 
 
 @dataclass
 class FileResult:
-    """One input file: its verdict (``error`` when unreadable, ``no-face`` without any face), the file score (the
-    mean of its frame scores, median and max beside it), every frame and face, and its tracks."""
+    """One input file: its verdict (``fake`` when the score reaches the threshold, ``real`` below it, ``uncertain``
+    inside the weights' uncertainty band [low, high), ``no-face`` without any face, ``error`` when unreadable), the
+    file score (the mean of its frame scores, median and max beside it), every frame and face, and its tracks."""
 
     path: Path
     sha256: str | None = None
@@ -82,6 +87,8 @@ class FileResult:
     score_median: float | None = None
     score_max: float | None = None
     threshold: float = 0.5
+    band: list[float] | None = None
+    """The uncertainty band [low, high) of the weights, None when they carry none or --threshold overrides it."""
     frames_scanned: int = 0
     frames_with_faces: int = 0
     faces_found: int = 0
@@ -96,6 +103,18 @@ class FileResult:
 
 
 @dataclass
+class ModelCard:
+    """The model card in brief, carried in the weights' metadata (``card``), so any model brings its own."""
+
+    caveat: str
+    """One line, shown under the scan table and in the report's banner."""
+    trained_on: str
+    validation: str
+    weaknesses: list[str]
+    intended_use: str
+
+
+@dataclass
 class ModelInfo:
     name: str
     sha256: str
@@ -104,6 +123,7 @@ class ModelInfo:
     config: str
     domains: list[str]
     trained: str | None = None
+    card: ModelCard | None = None
 
 
 @dataclass

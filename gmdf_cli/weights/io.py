@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -14,7 +16,8 @@ from ..device import PRECISIONS, configure, resolve_device
 from ..errors import WeightsError
 from ..fileio import atomic_path, sha256_file
 from ..model import GMDF, GMDFConfig, build_model
-from .zoo import ResolvedWeights, resolve_weights
+from .card import read_card, read_decision
+from .registry import ResolvedWeights, resolve_weights
 
 FORMAT = "gmdf"
 
@@ -154,14 +157,23 @@ def export_weights(
     half: bool = True,
     text_tower: bool = False,
     threshold: float | None = None,
+    band: list[float] | None = None,
+    card: dict[str, Any] | None = None,
 ) -> ResolvedWeights:
     """Re-save a checkpoint for shipping: fp16 and without the text tower by default (the prompt features it would
-    compute are cached in the file), optionally with a decision ``threshold`` in the metadata. The training record
-    in the metadata is kept."""
+    compute are cached in the file), optionally with a decision ``threshold``, an uncertainty ``band`` around it and
+    a model ``card`` in the metadata (each checked as a reader checks it). The training record and any threshold,
+    band or card already there are kept unless replaced."""
     resolved = resolve_weights(source)
     model, meta = load_checkpoint(resolved.path)
     extra = {k: v for k, v in meta.items() if k not in ("format", "gmdf_version", "config", "text_tower")}
     if threshold is not None:
         extra["threshold"] = repr(float(threshold))
+    if band is not None:
+        extra["band"] = json.dumps([float(v) for v in band])
+    if card is not None:
+        extra["card"] = json.dumps(card)
+    read_decision(extra)
+    read_card(extra)
     path = save_checkpoint(model, target, metadata=extra, half=half, text_tower=text_tower)
     return ResolvedWeights(path, path.name, sha256_file(path), "local")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import WeightsError
+from ..errors import UsageError, WeightsError
 from ..fileio import sha256_file
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
@@ -47,7 +47,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="cnn-small",
         description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
-        sha256="840ea73c7d5ed5f502ed70ea372c6c747a020693712e36f62ea01e6486371bff",
+        sha256="0ecce04e9bde450dec737df49a5dc5f0b7fb264820a791981c71f53971c7a453",
         local="gmdf-cnn-small-dev.safetensors",
     )
 }
@@ -167,3 +167,20 @@ def cached_path(entry: ZooEntry) -> Path | None:
 
     found = try_to_load_from_cache(entry.repo_id, entry.filename, revision=entry.revision)
     return Path(found) if isinstance(found, str) else None
+
+
+def check_spec(spec: str) -> None:
+    """Fail early, without torch and without any download, on a ``--weights`` value that cannot work: a file path
+    that does not exist, a malformed Hub reference, a name the zoo does not know."""
+    local = Path(spec).expanduser()
+    if local.is_file() or spec in zoo():
+        return
+    if spec.startswith("hf-hub:"):
+        parts = spec[len("hf-hub:") :].strip("/").split("/")
+        if len(parts) < 2 or not all(parts):
+            raise UsageError(f"bad Hub reference {spec!r}; expected hf-hub:org/repo[/file.safetensors]")
+        return
+    if any(sep in spec for sep in ("/", "\\")) or spec.endswith(".safetensors"):
+        raise UsageError(f"weights file not found: {spec}")
+    known = ", ".join(sorted(zoo())) or "none registered"
+    raise UsageError(f"unknown weights {spec!r}: not a file, not hf-hub:org/repo, not a zoo name ({known})")

@@ -1,0 +1,70 @@
+"""The `gmdf weights export` job: a lean copy of a checkpoint for shipping, with its decision threshold, uncertainty
+band (given, or calibrated on a prepared cache's validation videos) and model card in the metadata."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..analysis.metrics import video_level
+from ..data.cache import read_index
+from ..engine import score_cached
+from ..errors import UsageError
+from ..progress import progress_bar
+from ..weights import ResolvedWeights, export_weights, load_weights
+from ..weights.card import DEFAULT_RATE, calibrate
+
+
+@dataclass
+class ExportRequest:
+    source: str
+    target: Path
+    half: bool = True
+    text_tower: bool = False
+    threshold: float | None = None
+    calibrate: Path | None = None
+    """A prepared cache whose ``split`` videos set the threshold and the band."""
+    split: str = "val"
+    rate: float = DEFAULT_RATE
+    card: Path | None = None
+    """A JSON file with the card's fields (see ``gmdf_cli.weights.card``)."""
+
+
+def calibrated(source: str, cache: Path, split: str, rate: float, console: Console) -> tuple[float, list[float]]:
+    """Threshold and band from the video-level scores (wildcard domain, as deployed) of a cache's ``split``."""
+    rows = [r for r in read_index(cache) if r.split == split]
+    if not rows:
+        raise UsageError(f"no {split} crops in {cache} to calibrate on")
+    model, _, _ = load_weights(source, device="cpu")
+    with progress_bar(console, "crops") as progress:
+        task = progress.add_task("calibrating", total=len(rows))
+        kept, scores = [], []
+        for start in range(0, len(rows), 64):
+            chunk_kept, chunk_scores = score_cached(model, rows[start : start + 64])
+            kept.extend(chunk_kept)
+            scores.extend(chunk_scores)
+            progress.advance(task, len(rows[start : start + 64]))
+    _, labels, video_scores = video_level([f"{r.domain}/{r.video_id}" for r in kept], [r.label for r in kept], scores)
+    return calibrate(labels, video_scores, rate)
+
+
+def run_export(request: ExportRequest, console: Console) -> tuple[ResolvedWeights, dict[str, Any]]:
+    card = None
+    if request.card is not None:
+        try:
+            card = json.loads(request.card.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read the card {request.card}: {exc}") from None
+    threshold, band = request.threshold, None
+    if request.calibrate is not None:
+        if threshold is not None:
+            raise UsageError("give --threshold or --calibrate, not both")
+        threshold, band = calibrated(request.source, request.calibrate, request.split, request.rate, console)
+    done = export_weights(
+        request.source, request.target, request.half, request.text_tower, threshold=threshold, band=band, card=card
+    )
+    return done, {"threshold": threshold, "band": band}

@@ -1,0 +1,85 @@
+"""What a weights file says about its own use, validated before anything is built from it: the decision threshold,
+the uncertainty band around it, and the model card in brief (metadata keys ``threshold``, ``band``, ``card``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import WeightsError
+
+CARD_FIELDS = ("caveat", "trained_on", "validation", "weaknesses", "intended_use")
+MAX_TEXT = 2000
+MAX_WEAKNESSES = 20
+DEFAULT_RATE = 0.05
+"""Calibration: the share of validation fakes a ``real`` verdict may miss, and of validation reals a ``fake``
+verdict may flag (see ``calibrate``)."""
+
+
+def _probability(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise WeightsError(f"the weights' {what} is not a number: {str(value)[:40]!r}") from None
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise WeightsError(f"the weights' {what} must lie in [0, 1], not {number!r}")
+    return number
+
+
+def read_decision(meta: Mapping[str, str]) -> tuple[float | None, tuple[float, float] | None]:
+    """The stored ``threshold`` (a probability) and ``band`` ([low, high] with low <= threshold <= high), if any."""
+    threshold = _probability(meta["threshold"], "threshold") if "threshold" in meta else None
+    if "band" not in meta:
+        return threshold, None
+    try:
+        raw = json.loads(meta["band"])
+    except ValueError:
+        raise WeightsError("the weights' band is not JSON") from None
+    if not isinstance(raw, list) or len(raw) != 2:
+        raise WeightsError("the weights' band must be a list [low, high]")
+    low, high = (_probability(v, "band") for v in raw)
+    centre = 0.5 if threshold is None else threshold
+    if not low <= centre <= high:
+        raise WeightsError(f"the weights' band [{low}, {high}] does not hold the threshold {centre}")
+    return threshold, (low, high)
+
+
+def read_card(meta: Mapping[str, str]) -> dict[str, Any] | None:
+    """The model card in brief, checked field by field (strings of bounded length, a short list of weaknesses)."""
+    if "card" not in meta:
+        return None
+    try:
+        raw = json.loads(meta["card"])
+    except ValueError:
+        raise WeightsError("the weights' card is not JSON") from None
+    if not isinstance(raw, dict) or set(raw) != set(CARD_FIELDS):
+        raise WeightsError(f"the weights' card must hold exactly {', '.join(CARD_FIELDS)}")
+    weaknesses = raw["weaknesses"]
+    if not isinstance(weaknesses, list) or len(weaknesses) > MAX_WEAKNESSES:
+        raise WeightsError(f"the weights' card: weaknesses must be a list of at most {MAX_WEAKNESSES} lines")
+    for value in [raw[k] for k in CARD_FIELDS if k != "weaknesses"] + weaknesses:
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise WeightsError(f"the weights' card: every entry must be text of at most {MAX_TEXT} characters")
+    return {k: raw[k] for k in CARD_FIELDS}
+
+
+def calibrate(labels: Sequence[int], scores: Sequence[float], rate: float = DEFAULT_RATE) -> tuple[float, list[float]]:
+    """Threshold and band from validation scores (0 real, 1 fake): the threshold is the equal-error point; below
+    ``low`` lie only ``rate`` of the fakes, at or above ``high`` only ``rate`` of the reals. Between them the
+    detector's errors are too frequent to call either way: ``uncertain``. When the classes separate better than
+    ``rate`` at the threshold, the band shrinks to the threshold itself (no uncertain verdicts)."""
+    from ..analysis.metrics import equal_error_rate
+
+    y, s = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
+    if not ((y == 0).any() and (y == 1).any()):
+        raise WeightsError("calibration needs validation scores of both real and fake samples")
+    threshold = float(np.clip(equal_error_rate(y, s).threshold, 0.0, 1.0))
+    low = float(np.quantile(s[y == 1], rate))
+    high = float(np.quantile(s[y == 0], 1.0 - rate))
+    if low >= high:
+        return threshold, [threshold, threshold]
+    return threshold, [min(low, threshold), max(high, threshold)]

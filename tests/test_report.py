@@ -1,0 +1,221 @@
+"""The report an analyst reads and the terminal that tells the truth: the HTML page as a browser shows it, the
+uncertain band in every output, data on stdout and messages on stderr, missing inputs refused before anything
+loads, and one exit code per kind of failure in every command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gmdf_cli import Detector
+from gmdf_cli.errors import WeightsError
+from gmdf_cli.model import build_model, get_config
+from gmdf_cli.weights import export_weights, save_checkpoint
+from gmdf_cli.weights.card import calibrate, read_card, read_decision
+
+from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, assert_schema, detector_options, perturbed, run_gmdf
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "examples" / "astronaut.png"
+CLIP = ROOT / "examples" / "astronaut.mp4"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DET = ["--detector-weights", str(DETECTOR_WEIGHTS)] if HAVE_RETINAFACE else ["--detector", "mtcnn"]
+CARD = {
+    "caveat": "A test model <b>not</b> for use.",
+    "trained_on": "nothing",
+    "validation": "none",
+    "weaknesses": ["everything"],
+    "intended_use": "tests",
+}
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(11)
+    model = perturbed(build_model(get_config("vit-tiny")), std=0.3)
+    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def banded(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """The tiny weights exported with a card and an uncertainty band around the astronaut's own score."""
+    score = Detector.from_pretrained(str(weights), device="cpu", face_detector=detector_options()).scan(ASTRONAUT).score
+    assert score is not None
+    target = tmp_path_factory.mktemp("b") / "banded.safetensors"
+    band = [max(0.0, score - 0.05), min(1.0, score + 0.05)]
+    export_weights(str(weights), target, half=False, threshold=score, band=band, card=CARD)
+    return target, score
+
+
+# -- the uncertain band --------------------------------------------------------------------------------------------
+def test_calibration_puts_the_threshold_at_the_equal_error_point_and_the_band_around_it() -> None:
+    labels = [0] * 100 + [1] * 100
+    reals = [i / 100 * 0.6 for i in range(100)]  # 0 .. 0.6
+    fakes = [0.4 + i / 100 * 0.6 for i in range(100)]  # 0.4 .. 1.0: overlap between 0.4 and 0.6
+    threshold, band = calibrate(labels, reals + fakes, rate=0.05)
+    assert threshold == pytest.approx(0.5, abs=0.01)
+    assert band[0] == pytest.approx(0.43, abs=0.01) and band[1] == pytest.approx(0.57, abs=0.01)
+    separated, tight = calibrate(labels, [s * 0.4 for s in reals] + fakes, rate=0.05)
+    assert tight == [separated, separated]  # no overlap beyond the rate: no uncertain verdicts
+
+
+def test_uncertain_verdict_in_json_csv_html_and_the_table(banded: tuple[Path, float], tmp_path: Path) -> None:
+    path, score = banded
+    out_dir, csv_path = tmp_path / "report", tmp_path / "faces.csv"
+    args = ["scan", str(ASTRONAUT), "--weights", str(path), "--out", str(out_dir), "--csv", str(csv_path), *DET]
+    done = run_gmdf(*args, "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert_schema("ScanReport", report)
+    entry = report["files"][0]
+    assert entry["verdict"] == "uncertain" and entry["band"][0] <= score < entry["band"][1]
+    assert entry["tracks"][0]["verdict"] == "uncertain"
+    assert {row["file_verdict"] for row in csv.DictReader(csv_path.open())} == {"uncertain"}
+    assert 'class="v uncertain">uncertain' in (out_dir / "report.html").read_text()
+    table = run_gmdf(*args[:-2], *DET)  # without --json the table is on stdout
+    assert "uncertain" in table.stdout and "gmdf scan" not in table.stderr and "1 uncertain" in table.stderr
+    overridden = run_gmdf("scan", str(ASTRONAUT), "--weights", str(path), "--threshold", "0.5", "--json", *DET)
+    assert json.loads(overridden.stdout)["files"][0]["band"] is None  # a band holds only around its own threshold
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        ({"threshold": "abc"}, "not a number"),
+        ({"threshold": "nan"}, "must lie in [0, 1]"),
+        ({"threshold": "2.0"}, "must lie in [0, 1]"),
+        ({"threshold": "-1"}, "must lie in [0, 1]"),
+        ({"threshold": "0.5", "band": "[0.6, 0.7]"}, "does not hold the threshold"),
+        ({"threshold": "0.5", "band": "[0.4]"}, "must be a list"),
+        ({"band": "{"}, "not JSON"),
+    ],
+)
+def test_stored_decisions_are_checked_before_use(meta: dict[str, str], message: str) -> None:
+    with pytest.raises(WeightsError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_decision(meta)
+
+
+def test_stored_cards_are_checked_field_by_field() -> None:
+    assert read_card({"card": json.dumps(CARD)}) == CARD
+    for bad in ({**CARD, "extra": "x"}, {**CARD, "weaknesses": "one"}, {**CARD, "caveat": "x" * 5000}, [1, 2]):
+        with pytest.raises(WeightsError):
+            read_card({"card": json.dumps(bad)})
+
+
+# -- the HTML report as a person sees it -----------------------------------------------------------------------------
+CHECKER = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || e.type)), true);
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  const out = document.createElement('pre');
+  out.id = 'gmdf-check';
+  out.textContent = JSON.stringify({images: imgs.length, broken: broken, errors: window.__errors});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package chromium)")
+def test_report_opens_in_chromium_with_every_image_loaded(banded: tuple[Path, float], tmp_path: Path) -> None:
+    """The README's command 1 with --heatmaps, opened in headless Chromium: the banner with the card, the faces
+    beside their overlays, the detector that ran, the parameter table; every image loads, no script error; a
+    screenshot is kept in the test's folder for a person to look at."""
+    path, _ = banded
+    out_dir = tmp_path / "scan-report"
+    args = ["scan", str(CLIP), str(ASTRONAUT), "--weights", str(path), "--out", str(out_dir), "--heatmaps"]
+    done = run_gmdf(*args, "--frames", "4", *DET)
+    assert done.returncode == 0, done.stderr
+    page = (out_dir / "report.html").read_text()
+    for text in ("A test model &lt;b&gt;not&lt;/b&gt; for use.", "known weaknesses", "face detector", "batch_size"):
+        assert text in page, text
+    assert page.count('alt="Grad-CAM') == page.count('alt="face ') >= 2  # each face beside its overlay
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace("</head>", CHECKER + "</head>", 1))
+    chrome = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run(
+        [*chrome, "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()], capture_output=True, text=True
+    )
+    marker = dom.stdout.split('<pre id="gmdf-check">', 1)[1].split("</pre>", 1)[0]
+    result = json.loads(marker.replace("&quot;", '"'))
+    assert result["images"] >= 5 and result["broken"] == [] and result["errors"] == []
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*chrome, "--window-size=1100,2400", f"--screenshot={shot}", (out_dir / "report.html").as_uri()],
+        capture_output=True,
+    )
+    assert shot.is_file() and shot.stat().st_size > 50_000
+
+
+# -- the terminal --------------------------------------------------------------------------------------------------
+def test_data_goes_to_stdout_and_messages_to_stderr() -> None:
+    listed = run_gmdf("weights", "list")
+    assert "gmdf-cnn-small-dev" in listed.stdout and "gmdf-cnn-small-dev" not in listed.stderr
+
+
+LOADED = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('LOADED', 'torch' in sys.modules, file=sys.stderr))\n"
+    "from gmdf_cli.cli import main\n"
+    "sys.argv = ['gmdf'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scan", "MISSING"],
+        ["scan", str(ASTRONAUT), "--weights", "MISSING.safetensors"],
+        ["eval", "MISSING"],
+        ["eval", "--data", "MISSING", "--domains", "x"],
+        ["robustness", "MISSING"],
+        ["prepare", "--domain", "folder", "--root", "MISSING", "--out", "c"],
+        ["synth", "--root", "MISSING", "--out", "o"],
+        ["train", "--domains", "a,b", "--data", "MISSING", "--out", "r"],
+    ],
+)
+def test_a_missing_input_is_a_usage_error_before_anything_loads(args: list[str], tmp_path: Path) -> None:
+    """Every command: one line, exit 2, and torch never imported (so no model could have loaded)."""
+    argv = [a.replace("MISSING", str(tmp_path / "missing")) for a in args]
+    done = subprocess.run([sys.executable, "-c", LOADED, *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("LOADED")]
+    assert len(lines) == 1 and lines[0].startswith("gmdf: error:") and "missing" in lines[0], done.stderr
+    assert "LOADED False" in done.stderr
+
+
+def test_readme_exit_code_table_matches_the_code() -> None:
+    from gmdf_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+    from gmdf_cli.jobs.scan import EXIT_INTERRUPTED
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    codes = {int(code) for code in re.findall(r"^\| (\d+) \|", section, re.M)}
+    assert codes == {EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED}
+
+
+def test_detector_fallback_is_one_line_without_download_noise(weights: Path, tmp_path: Path) -> None:
+    """Offline and without RetinaFace weights: gmdf's one warning, none of facexlib's own lines."""
+    from gmdf_cli.data.faces import facexlib_weights_dir
+
+    if (facexlib_weights_dir() / "detection_mobilenet0.25_Final.pth").is_file():
+        pytest.skip("facexlib's own cache holds RetinaFace here, so nothing falls back")
+    env = {"GMDF_DETECTOR_WEIGHTS": "", "HF_HUB_OFFLINE": "1", "no_proxy": "*", "https_proxy": "http://127.0.0.1:9"}
+    done = run_gmdf("scan", str(ASTRONAUT), "--weights", str(weights), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "MTCNN" in line]
+    assert len(warnings) == 1 and "Downloading" not in done.stderr and "http" not in done.stderr.lower()
+    assert json.loads(done.stdout)["detector"]["name"] == "mtcnn"
+    assert json.loads(done.stdout)["parameters"]["detector_requested"] == "retinaface"
+    assert math.isfinite(json.loads(done.stdout)["files"][0]["score"])
