@@ -12,7 +12,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -22,8 +21,9 @@ from .data.datasets import LAYOUTS
 from .data.detectors import DETECTORS, DetectorOptions
 from .data.media import Sampling
 from .data.synth import KINDS
-from .errors import EXIT_FAILURE, EXIT_USAGE, GMDFError
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, GMDFError, Terminated
 from .model.config import CONFIG_HELP, CONFIGS
+from .report.render import plain
 
 err = Console(stderr=True, highlight=False)
 """Messages, progress and warnings; tables too when stdout carries --json."""
@@ -43,24 +43,30 @@ def _on_sigint(signum: int, frame: object) -> None:
     raise Interrupted
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 class GMDFGroup(click.Group):
     """Click group that turns user-caused errors into one line and a non-zero exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, _on_sigint)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().invoke(ctx)
         except GMDFError as exc:
-            err.print(f"[bold red]gmdf: error:[/] {escape(str(exc))}", soft_wrap=True)
+            err.print(f"[bold red]gmdf: error:[/] {plain(str(exc))}", soft_wrap=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:  # a bad command line, a missing input: one line, exit 2, nothing loaded
             where = f" (gmdf {exc.ctx.info_name} -h for help)" if exc.ctx and exc.ctx.info_name != "gmdf" else ""
-            err.print(f"[bold red]gmdf: error:[/] {escape(exc.format_message())}{where}", soft_wrap=True)
+            err.print(f"[bold red]gmdf: error:[/] {plain(exc.format_message())}{where}", soft_wrap=True)
             ctx.exit(EXIT_USAGE)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             err.print("[bold red]gmdf: interrupted[/]")
-            ctx.exit(130)
+            ctx.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
 
 
 # -- shared options ------------------------------------------------------------------------------------------------
@@ -251,7 +257,7 @@ def weights_download(name: str) -> None:
     from .weights import resolve_weights
 
     resolved = resolve_weights(name)
-    err.print(f"[green]ok[/] {resolved.name}: {resolved.path} (sha256 {resolved.sha256[:16]}...)", highlight=False)
+    err.print(f"[green]ok[/] {plain(resolved.name)}: {plain(str(resolved.path))} (sha256 {resolved.sha256[:16]}...)")
     click.echo(str(resolved.path))
 
 
@@ -284,7 +290,7 @@ def weights_export(source: str, target: Path, precision: str, text_tower: bool, 
     request = ExportRequest(source, target, half=precision == "fp16", text_tower=text_tower, **options)
     done, decision = run_export(request, err)
     size = done.path.stat().st_size / 2**20
-    err.print(f"[green]ok[/] {done.path} ({size:.1f} MiB, sha256 {done.sha256})", highlight=False)
+    err.print(f"[green]ok[/] {plain(str(done.path))} ({size:.1f} MiB, sha256 {done.sha256})")
     if decision["threshold"] is not None:
         err.print(f"threshold {decision['threshold']:.4f}, uncertainty band {decision['band']}", highlight=False)
     click.echo(done.sha256)
@@ -329,7 +335,8 @@ def scan(paths: tuple[str, ...], as_json: bool, threads: int | None, device: str
     Each face gets P(fake); a frame scores as its most suspicious face, a file as the mean of its frames.
     \b
     Exit codes: 0 success (whatever the verdicts), 1 some inputs failed (the others are still reported),
-    2 usage error, 130 interrupted (finished files are still written).
+    2 usage error, 130 interrupted, 143 terminated (finished files are still written; rerun with the same
+    --out to finish the rest).
     """
     from .jobs.scan import ScanRequest, run_scan
     from .report.render import closing_lines, scan_table

@@ -21,3 +21,14 @@ class UsageError(GMDFError):
 
 class WeightsError(GMDFError):
     """Weights cannot be found, downloaded, verified or loaded."""
+
+
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: the files already finished are written."""
+EXIT_TERMINATED = 143
+"""SIGTERM (128 + 15): as Ctrl-C, the files already finished are written."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by gmdf's own handler so that a terminated job ends as an interrupted one: finished work
+    written, then exit 143."""

@@ -40,3 +40,11 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> None:
+    """Append one line and make it durable (flushed and fsynced): a journal that a kill cannot take back."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line.replace("\n", " ") + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -7,20 +7,20 @@ from pathlib import Path
 
 from gmdf_cli import __version__
 
-from .conftest import assert_schema, run_gmdf
+from .conftest import assert_schema, invoke_gmdf
 
 
 def test_help_and_version() -> None:
-    helped = run_gmdf("--help")
+    helped = invoke_gmdf("--help")
     assert helped.returncode == 0 and "Exit codes" in helped.stdout
     for command in ("info", "weights"):
         assert command in helped.stdout
-    version = run_gmdf("--version")
+    version = invoke_gmdf("--version")
     assert version.returncode == 0 and __version__ in version.stdout
 
 
 def test_info_json_reports_the_parameter_budget() -> None:
-    out = run_gmdf("info", "--model", "vit-b-16", "--json")
+    out = invoke_gmdf("info", "--model", "vit-b-16", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     params = report["model"]["parameters"]
@@ -31,7 +31,7 @@ def test_info_json_reports_the_parameter_budget() -> None:
 
 
 def test_info_human_table_is_data_on_stdout() -> None:
-    out = run_gmdf("info", "--model", "vit-tiny")
+    out = invoke_gmdf("info", "--model", "vit-tiny")
     assert out.returncode == 0 and out.stderr == ""
     assert "GM-DF adds" in out.stdout
 
@@ -40,10 +40,10 @@ def test_weights_list_with_a_user_zoo(tmp_path: Path) -> None:
     zoo = tmp_path / "zoo.json"
     zoo.write_text(
         json.dumps(
-            {"lab-model": {"repo_id": "lab/m", "sha256": "ab", "config": "vit-b-16", "description": "our lab's"}}
+            {"lab-model": {"repo_id": "lab/m", "sha256": "ab" * 32, "config": "vit-b-16", "description": "our lab's"}}
         )
     )
-    out = run_gmdf("weights", "list", "--json", env={"GMDF_ZOO": str(zoo), "HF_HOME": str(tmp_path / "hf")})
+    out = invoke_gmdf("weights", "list", "--json", env={"GMDF_ZOO": str(zoo), "HF_HOME": str(tmp_path / "hf")})
     assert out.returncode == 0, out.stderr
     assert_schema("WeightsList", json.loads(out.stdout))
     rows = {r["name"]: r for r in json.loads(out.stdout)}
@@ -52,12 +52,12 @@ def test_weights_list_with_a_user_zoo(tmp_path: Path) -> None:
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
-    out = run_gmdf("weights", "path", "no-such-model")
+    out = invoke_gmdf("weights", "path", "no-such-model")
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
     broken_zoo = tmp_path / "zoo.json"
     broken_zoo.write_text("{not json")
-    out = run_gmdf("weights", "list", env={"GMDF_ZOO": str(broken_zoo)})
+    out = invoke_gmdf("weights", "list", env={"GMDF_ZOO": str(broken_zoo)})
     assert out.returncode == 1 and "cannot read the zoo file" in out.stderr
-    out = run_gmdf("info", "--model", "nonexistent")
+    out = invoke_gmdf("info", "--model", "nonexistent")
     assert out.returncode == 2 and "Traceback" not in out.stderr

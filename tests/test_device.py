@@ -29,7 +29,7 @@ from gmdf_cli.report.schema import dumps
 from gmdf_cli.train.loop import MetaObjective, Trainer, TrainRequest
 from gmdf_cli.weights import DEFAULT_WEIGHTS, load_weights, save_checkpoint
 
-from .conftest import detector_options, perturbed, run_gmdf
+from .conftest import detector_options, invoke_gmdf, perturbed
 from .test_scan import detector_args
 from .test_train import KINDS, make_cache
 
@@ -235,7 +235,7 @@ def test_decoding_threads_score_exactly_as_one_thread(tiny_weights: Path) -> Non
 def test_scan_on_cuda_matches_the_cpu(tmp_path: Path) -> None:
     scores = {}
     for device, precision in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16"), ("cuda", "fp16")):
-        out = run_gmdf("scan", str(ASTRONAUT), str(CLIP), "--json", "--device", device, "--precision", precision,
+        out = invoke_gmdf("scan", str(ASTRONAUT), str(CLIP), "--json", "--device", device, "--precision", precision,
                        *_det())  # fmt: skip
         assert out.returncode == 0, out.stderr
         report = json.loads(out.stdout)
@@ -251,7 +251,7 @@ def test_scan_on_cuda_matches_the_cpu(tmp_path: Path) -> None:
 @needs_cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_training_runs_on_cuda(cache: Path, tmp_path: Path, precision: str) -> None:
-    out = run_gmdf("train", "--domains", ",".join(KINDS), "--data", str(cache), "--out", str(tmp_path / "run"),
+    out = invoke_gmdf("train", "--domains", ",".join(KINDS), "--data", str(cache), "--out", str(tmp_path / "run"),
                    "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "12", "--device", "cuda",
                    "--precision", precision, "--workers", "2", "--config", "vit-tiny")  # fmt: skip
     assert out.returncode == 0, out.stderr

@@ -197,3 +197,26 @@ def test_command_choices_come_from_the_registries() -> None:
     assert all(name in help_text for name in CORRUPTIONS)
     assert set(CONFIG_HELP) == set(CONFIGS) and set(TOWERS) == set(TOWER_KINDS)
     assert {c.vision.kind for c in CONFIGS.values()} <= set(TOWERS)
+
+
+def test_ctrl_c_still_reports_files_whose_faces_wait_in_the_batch(tiny_weights: Path) -> None:
+    """A file read to its end whose faces still wait for a full batch is scored and reported before the interrupt
+    goes on, not lost with the batch."""
+    from gmdf_cli.data.media import MediaItem
+
+    detector = Detector.from_pretrained(
+        str(tiny_weights), device="cpu", batch_size=64, face_detector=detector_options()
+    )
+    frames_read = []
+
+    def on_frame() -> None:
+        frames_read.append(1)
+        if len(frames_read) == 2:  # the first frame of the second file: the image's face waits in the batch
+            raise KeyboardInterrupt
+
+    got = []
+    items = [MediaItem(ASTRONAUT, "image"), MediaItem(ROOT / "examples" / "astronaut.mp4", "video")]
+    with pytest.raises(KeyboardInterrupt):
+        for result in detector.engine().run(items, on_frame=on_frame):
+            got.append(result)
+    assert [r.path.name for r in got] == ["astronaut.png"] and got[0].score is not None

@@ -21,7 +21,7 @@ from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import load_weights, save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, MEDIA, assert_schema, detector_options, perturbed, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, MEDIA, assert_schema, detector_options, invoke_gmdf, perturbed
 from .synthdata import write_domain
 
 QUIET = Console(stderr=True, quiet=True)
@@ -56,7 +56,7 @@ def domains_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cache_eval_json_contract_markdown_and_roc(weights: Path, domains_cache: Path, tmp_path: Path) -> None:
-    out = run_gmdf(
+    out = invoke_gmdf(
         "eval",
         "--weights",
         str(weights),
@@ -98,7 +98,7 @@ def test_cache_eval_json_contract_markdown_and_roc(weights: Path, domains_cache:
     assert (tmp_path / "o" / "roc_video.png").stat().st_size > 1000
     both = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert both["level"] == "video"
-    bad = run_gmdf("eval", "--weights", str(weights), "--data", str(domains_cache), "--domains", "nope")
+    bad = invoke_gmdf("eval", "--weights", str(weights), "--data", str(domains_cache), "--domains", "nope")
     assert bad.returncode == 2 and "'nope' has no test crops" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -106,7 +106,7 @@ def test_cache_eval_json_contract_markdown_and_roc(weights: Path, domains_cache:
 def test_folder_eval_with_the_default_weights_matches_sklearn_on_the_scan_scores() -> None:
     """Issue #5, acceptance 2, as a user runs it: no --weights means the shipped default detector."""
     folder = MEDIA / "celebdf_hantschmann"
-    scan = run_gmdf("scan", str(folder / "real"), str(folder / "fake"), "--json", "--frames", "4", *DET)
+    scan = invoke_gmdf("scan", str(folder / "real"), str(folder / "fake"), "--json", "--frames", "4", *DET)
     assert scan.returncode == 0, scan.stderr
     files = json.loads(scan.stdout)["files"]
     labels = [int("/fake/" in f["path"]) for f in files]
@@ -119,7 +119,7 @@ def test_folder_eval_with_the_default_weights_matches_sklearn_on_the_scan_scores
                 frame_scores.append(max(face["score"] for face in frame["faces"]))
     frame_auc = roc_auc_score(frame_labels, frame_scores)
 
-    ev = run_gmdf("eval", str(folder), "--json", "--frames", "4", *DET)
+    ev = invoke_gmdf("eval", str(folder), "--json", "--frames", "4", *DET)
     assert ev.returncode == 0, ev.stderr
     report = json.loads(ev.stdout)
     assert_schema("EvalReport", report)
@@ -166,7 +166,7 @@ def test_multi_domain_protocol_runs_and_resumes_without_redoing_parts(domains_ca
     done_key = next(iter(first))
     stamp = (run / done_key.replace("/", "").replace(" ", "-") / "best.safetensors").stat().st_mtime_ns
 
-    again = run_gmdf(*args, "--json")
+    again = invoke_gmdf(*args, "--json")
     assert again.returncode == 0, again.stderr
     results = json.loads(again.stdout)
     assert_schema("ProtocolResults", results)
@@ -186,7 +186,7 @@ def test_single_source_protocol_needs_its_domains(tmp_path: Path) -> None:
     cache = tmp_path / "c"
     cache.mkdir()
     (cache / "index.csv").write_text("domain,split,video_id,label,frame,path,identity\nx,train,v,0,0,p.png,v\n")
-    out = run_gmdf("eval", "--protocol", "single-source", "--data", str(cache), "--out", str(tmp_path / "r"))
+    out = invoke_gmdf("eval", "--protocol", "single-source", "--data", str(cache), "--out", str(tmp_path / "r"))
     assert out.returncode == 2 and "needs ff" in out.stderr
 
 

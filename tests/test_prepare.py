@@ -14,7 +14,7 @@ from rich.console import Console
 from gmdf_cli.errors import UsageError
 from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 
-from .conftest import DETECTOR_WEIGHTS, MEDIA, detector_options, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, MEDIA, detector_options, invoke_gmdf
 from .synthdata import write_domain
 
 QUIET = Console(stderr=True, quiet=True)
@@ -180,13 +180,13 @@ def test_folder_layout_resumes_and_reports_skips(tmp_path: Path) -> None:
 def test_prepare_cli_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="real/ folder"):
         run_prepare(PrepareRequest(layout="folder", root=tmp_path, out=tmp_path / "c"), QUIET)
-    out = run_gmdf("prepare", "--domain", "celeb", "--root", str(tmp_path), "--out", str(tmp_path / "c"))
+    out = invoke_gmdf("prepare", "--domain", "celeb", "--root", str(tmp_path), "--out", str(tmp_path / "c"))
     assert out.returncode == 2 and "Celeb-DF test list not found" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.skipif(not (MEDIA / "celebdf_hantschmann").is_dir(), reason="../shared/media is not here")
 def test_prepare_folder_on_real_celeb_df(tmp_path: Path) -> None:
-    out = run_gmdf(
+    out = invoke_gmdf(
         "prepare",
         "--domain",
         "folder",

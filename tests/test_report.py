@@ -22,7 +22,15 @@ from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import export_weights, save_checkpoint
 from gmdf_cli.weights.card import calibrate, read_card, read_decision
 
-from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, assert_schema, detector_options, perturbed, run_gmdf
+from .conftest import (
+    DETECTOR_WEIGHTS,
+    HAVE_RETINAFACE,
+    assert_schema,
+    detector_options,
+    invoke_gmdf,
+    perturbed,
+    run_gmdf,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -72,7 +80,7 @@ def test_uncertain_verdict_in_json_csv_html_and_the_table(banded: tuple[Path, fl
     path, score = banded
     out_dir, csv_path = tmp_path / "report", tmp_path / "faces.csv"
     args = ["scan", str(ASTRONAUT), "--weights", str(path), "--out", str(out_dir), "--csv", str(csv_path), *DET]
-    done = run_gmdf(*args, "--json")
+    done = invoke_gmdf(*args, "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert_schema("ScanReport", report)
@@ -81,9 +89,9 @@ def test_uncertain_verdict_in_json_csv_html_and_the_table(banded: tuple[Path, fl
     assert entry["tracks"][0]["verdict"] == "uncertain"
     assert {row["file_verdict"] for row in csv.DictReader(csv_path.open())} == {"uncertain"}
     assert 'class="v uncertain">uncertain' in (out_dir / "report.html").read_text()
-    table = run_gmdf(*args[:-2], *DET)  # without --json the table is on stdout
+    table = invoke_gmdf(*args[:-2], *DET)  # without --json the table is on stdout
     assert "uncertain" in table.stdout and "gmdf scan" not in table.stderr and "1 uncertain" in table.stderr
-    overridden = run_gmdf("scan", str(ASTRONAUT), "--weights", str(path), "--threshold", "0.5", "--json", *DET)
+    overridden = invoke_gmdf("scan", str(ASTRONAUT), "--weights", str(path), "--threshold", "0.5", "--json", *DET)
     assert json.loads(overridden.stdout)["files"][0]["band"] is None  # a band holds only around its own threshold
 
 
@@ -134,7 +142,7 @@ def test_report_opens_in_chromium_with_every_image_loaded(banded: tuple[Path, fl
     path, _ = banded
     out_dir = tmp_path / "scan-report"
     args = ["scan", str(CLIP), str(ASTRONAUT), "--weights", str(path), "--out", str(out_dir), "--heatmaps"]
-    done = run_gmdf(*args, "--frames", "4", *DET)
+    done = invoke_gmdf(*args, "--frames", "4", *DET)
     assert done.returncode == 0, done.stderr
     page = (out_dir / "report.html").read_text()
     for text in ("A test model &lt;b&gt;not&lt;/b&gt; for use.", "known weaknesses", "face detector", "batch_size"):
@@ -159,7 +167,7 @@ def test_report_opens_in_chromium_with_every_image_loaded(banded: tuple[Path, fl
 
 # -- the terminal --------------------------------------------------------------------------------------------------
 def test_data_goes_to_stdout_and_messages_to_stderr() -> None:
-    listed = run_gmdf("weights", "list")
+    listed = invoke_gmdf("weights", "list")
     assert "gmdf-cnn-small-dev" in listed.stdout and "gmdf-cnn-small-dev" not in listed.stderr
 
 
@@ -196,13 +204,12 @@ def test_a_missing_input_is_a_usage_error_before_anything_loads(args: list[str],
 
 
 def test_readme_exit_code_table_matches_the_code() -> None:
-    from gmdf_cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-    from gmdf_cli.jobs.scan import EXIT_INTERRUPTED
+    from gmdf_cli.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
 
     text = (ROOT / "README.md").read_text()
     section = text.split("### Exit codes", 1)[1].split("\n#", 1)[0]
     codes = {int(code) for code in re.findall(r"^\| (\d+) \|", section, re.M)}
-    assert codes == {EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED}
+    assert codes == {EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED}
 
 
 def test_detector_fallback_is_one_line_without_download_noise(weights: Path, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from gmdf_cli.analysis.corruptions import CORRUPTIONS, JPEG_QUALITY, corrupt_ima
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, MEDIA, assert_schema, perturbed, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, MEDIA, assert_schema, invoke_gmdf, perturbed
 
 RNG = np.random.default_rng(0)
 DET = ["--detector-weights", str(DETECTOR_WEIGHTS)] if DETECTOR_WEIGHTS.is_dir() else ["--detector", "mtcnn"]
@@ -154,7 +154,7 @@ def test_robustness_all_on_real_videos_writes_table_plot_sheet_and_resumes(weigh
     kept = {p: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
     assert 1 <= len(kept) < 4
 
-    done = run_gmdf(*args, "--json")
+    done = invoke_gmdf(*args, "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert_schema("RobustnessReport", summary)
@@ -194,7 +194,7 @@ def test_robustness_on_a_prepared_cache_and_bad_options(weights: Path, tmp_path:
         cv2.imwrite(str(cache / "crops" / f"{v}.png"), np.roll(crop, v * 7, axis=1))
         lines.append(f"d,test,v{v},{v % 2},0,crops/{v}.png,v{v}")
     (cache / "index.csv").write_text("\n".join(lines) + "\n")
-    out = run_gmdf(
+    out = invoke_gmdf(
         "robustness",
         str(cache),
         "--weights",
@@ -212,7 +212,7 @@ def test_robustness_on_a_prepared_cache_and_bad_options(weights: Path, tmp_path:
     assert_schema("RobustnessReport", summary)
     assert set(summary["results"]) == {"blur", "noise"} and set(summary["results"]["blur"]) == {"1", "5"}
     assert summary["parameters"]["at"] == "crop"
-    bad = run_gmdf("robustness", str(cache), "--weights", str(weights), "--corruption", "fog")
+    bad = invoke_gmdf("robustness", str(cache), "--weights", str(weights), "--corruption", "fog")
     assert bad.returncode == 2 and "unknown ['fog']" in bad.stderr
-    bad = run_gmdf("robustness", str(cache), "--weights", str(weights), "--levels", "0-7")
+    bad = invoke_gmdf("robustness", str(cache), "--weights", str(weights), "--levels", "0-7")
     assert bad.returncode == 2 and "levels go from 1 to 5" in bad.stderr

@@ -18,7 +18,7 @@ from gmdf_cli.data.media import Sampling, discover
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, assert_schema, perturbed, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, assert_schema, invoke_gmdf, perturbed, run_gmdf
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -107,7 +107,7 @@ def check_contract(report: dict) -> None:
 def test_json_contract_and_per_track_verdicts(weights: Path, tmp_path: Path) -> None:
     video = tmp_path / "two_faces.mp4"
     write_two_face_video(video)
-    out = run_gmdf(
+    out = invoke_gmdf(
         "scan", str(video), str(ASTRONAUT), "--weights", str(weights), "--json", "--frames", "8", *detector_args()
     )
     assert out.returncode == 0, out.stderr
@@ -185,7 +185,7 @@ def test_out_dir_with_heatmaps_writes_plot_heatmaps_and_html(weights: Path, tmp_
     video = tmp_path / "two_faces.mp4"
     write_two_face_video(video)
     out_dir = tmp_path / "report"
-    out = run_gmdf(
+    out = invoke_gmdf(
         "scan",
         str(video),
         "--weights",
@@ -230,18 +230,19 @@ def test_animated_webp_is_a_frame_sequence(weights: Path, tmp_path: Path) -> Non
     frames = [base.rotate(angle) for angle in (0, 3, 6, 9, 12)]
     anim = tmp_path / "anim.webp"
     frames[0].save(anim, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    out = run_gmdf("scan", str(anim), "--weights", str(weights), "--json", *detector_args())
+    out = invoke_gmdf("scan", str(anim), "--weights", str(weights), "--json", *detector_args())
     assert out.returncode == 0, out.stderr
     entry = json.loads(out.stdout)["files"][0]
     assert entry["kind"] == "video" and len(entry["frames"]) == 5 and entry["frames_with_faces"] == 5
 
 
-def test_a_zoo_entry_whose_file_is_missing_is_one_clear_error(tmp_path: Path) -> None:
+def test_a_zoo_entry_naming_a_local_file_is_one_clear_error(tmp_path: Path) -> None:
+    """A user's zoo entry can only name a Hub file with its sha256, never pose as a shipped one."""
     zoo = tmp_path / "zoo.json"
     spec = {"config": "cnn-small", "sha256": "", "description": "", "local": "not-there.safetensors"}
     zoo.write_text(json.dumps({"gone": spec}))
-    out = run_gmdf("scan", str(ASTRONAUT), "--weights", "gone", env={"GMDF_ZOO": str(zoo)})
-    assert out.returncode == 1 and "no shipped file" in out.stderr and "Traceback" not in out.stderr
+    out = invoke_gmdf("scan", str(ASTRONAUT), "--weights", "gone", env={"GMDF_ZOO": str(zoo)})
+    assert out.returncode == 1 and "needs repo_id" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_sampling_rules() -> None:
@@ -354,7 +355,7 @@ def test_offline_without_retinaface_weights_falls_back_to_the_shipped_detector(w
 def test_detector_weights_from_the_environment(weights: Path) -> None:
     if not (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file():
         pytest.skip("../shared/weights is not here")
-    out = run_gmdf(
+    out = invoke_gmdf(
         "scan",
         str(ASTRONAUT),
         "--weights",

@@ -15,7 +15,7 @@ from gmdf_cli.data.synth import _jitter, cross_blend, donor_groups, self_blend, 
 from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 from gmdf_cli.jobs.synth import SynthRequest, run_synth
 
-from .conftest import DETECTOR_WEIGHTS, detector_options, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, detector_options, invoke_gmdf
 
 QUIET = Console(stderr=True, quiet=True)
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
@@ -106,7 +106,7 @@ def test_synth_writes_a_folder_dataset_that_prepare_splits_by_donor_group(tmp_pa
 def test_synth_cli_needs_two_sources_for_cross_blends(tmp_path: Path) -> None:
     (tmp_path / "one").mkdir()
     cv2.imwrite(str(tmp_path / "one" / "a.png"), cv2.imread(str(ASTRONAUT)))
-    out = run_gmdf(
+    out = invoke_gmdf(
         "synth",
         "--root",
         str(tmp_path / "one"),

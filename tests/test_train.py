@@ -28,7 +28,7 @@ from gmdf_cli.train.loader import load_part
 from gmdf_cli.train.loop import Trainer, TrainRequest
 from gmdf_cli.weights import load_weights
 
-from .conftest import detector_options, run_gmdf
+from .conftest import detector_options, invoke_gmdf
 from .synthdata import write_domain
 
 KINDS = ("blend", "noise", "blocks")
@@ -72,7 +72,7 @@ def held_out_auc(weights: Path, cache: Path) -> tuple[float, float]:
 def test_meta_learning_detects_held_out_generated_videos(caches: tuple[Path, Path], tmp_path: Path) -> None:
     train, held = caches
     run = tmp_path / "run"
-    out = run_gmdf(
+    out = invoke_gmdf(
         "train",
         "--domains",
         ",".join(KINDS),
@@ -140,7 +140,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(caches: tuple[
         "--config",
         "vit-tiny",
     ]
-    full = run_gmdf("train", *args, "--out", str(tmp_path / "full"))
+    full = invoke_gmdf("train", *args, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
 
     killed = tmp_path / "killed"
@@ -159,7 +159,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(caches: tuple[
     assert 13 <= step < 40 and step % 10 != 0  # killed mid-epoch, with a mid-epoch resume point
     recorded = json.loads((killed / "run.json").read_text())
     assert (recorded["mim_weight"], recorded["align_weight"]) == (0.5, 0.2)  # the resume trains with the same losses
-    resumed = run_gmdf("train", "--resume", str(killed))
+    resumed = invoke_gmdf("train", "--resume", str(killed))
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_file(str(tmp_path / "full" / "last.safetensors")), load_file(str(killed / "last.safetensors"))
     assert a.keys() == b.keys()
@@ -197,7 +197,7 @@ def test_two_process_gloo_ddp_equals_one_process_with_the_same_global_batch(
     assert all(s["world_size"] == 2 and s["ranks_agree"] for s in ranks)
     assert ranks[0]["weights_digest"] == ranks[1]["weights_digest"]
     assert ranks[0]["steps"] == 8 and (run / "last.safetensors").is_file()
-    single = run_gmdf("train", *args, "--out", str(tmp_path / "one"))
+    single = invoke_gmdf("train", *args, "--out", str(tmp_path / "one"))
     assert single.returncode == 0, single.stderr
     two, one = load_file(str(run / "last.safetensors")), load_file(str(tmp_path / "one" / "last.safetensors"))
     assert two.keys() == one.keys()
@@ -225,7 +225,7 @@ def test_bad_training_input_is_one_clear_error(caches: tuple[Path, Path], tmp_pa
     (one_class / "index.csv").write_text("\n".join([lines[0]] + [ln for ln in lines[1:] if ",1," not in ln[:40]]))
     with pytest.raises(UsageError, match="only real samples"):
         trainer(data=str(one_class))
-    out = run_gmdf("train", "--domains", "nope", "--data", str(train), "--out", str(tmp_path / "x"))
+    out = invoke_gmdf("train", "--domains", "nope", "--data", str(train), "--out", str(tmp_path / "x"))
     assert out.returncode == 2 and "Traceback" not in out.stderr and "'nope' is not in the cache" in out.stderr
 
 

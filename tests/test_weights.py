@@ -18,7 +18,7 @@ from gmdf_cli.fileio import atomic_path
 from gmdf_cli.model import get_config
 from gmdf_cli.weights import load_checkpoint, load_weights, resolve_weights, save_checkpoint
 
-from .conftest import assert_schema, run_gmdf
+from .conftest import assert_schema, invoke_gmdf, run_gmdf
 from .hubserver import HubServer
 
 IMAGES = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(7))
@@ -54,7 +54,7 @@ def test_inference_export_without_text_tower_in_fp16(tiny_model, tmp_path: Path)
 
 def test_weights_export_command_writes_a_lean_checkpoint_with_its_threshold(tiny_model, tmp_path: Path) -> None:
     trained = save_checkpoint(tiny_model, tmp_path / "best.safetensors", metadata={"training": '{"step": 7}'})
-    out = run_gmdf("weights", "export", str(trained), str(tmp_path / "ship.safetensors"), "--threshold", "0.42")
+    out = invoke_gmdf("weights", "export", str(trained), str(tmp_path / "ship.safetensors"), "--threshold", "0.42")
     assert out.returncode == 0, out.stderr
     shipped = tmp_path / "ship.safetensors"
     assert out.stdout.strip() == hashlib.sha256(shipped.read_bytes()).hexdigest()
@@ -62,7 +62,7 @@ def test_weights_export_command_writes_a_lean_checkpoint_with_its_threshold(tiny
     model, _, meta = load_weights(str(shipped))
     assert float(meta["threshold"]) == 0.42 and meta["training"] == '{"step": 7}'
     torch.testing.assert_close(model.predict(IMAGES), tiny_model.predict(IMAGES), atol=2e-3, rtol=0)
-    bad = run_gmdf("weights", "export", str(tmp_path / "nope.safetensors"), str(tmp_path / "x.safetensors"))
+    bad = invoke_gmdf("weights", "export", str(tmp_path / "nope.safetensors"), str(tmp_path / "x.safetensors"))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "not found" in bad.stderr
 
 
@@ -78,7 +78,7 @@ def test_the_shipped_default_is_registered_verified_and_used_without_weights(tmp
     model, _, meta = load_weights(DEFAULT_WEIGHTS)
     assert model.config.name == entry.config and "training" in meta
     example = Path(__file__).resolve().parents[1] / "examples" / "astronaut.png"
-    out = run_gmdf("scan", str(example), "--json", "--detector", "mtcnn")
+    out = invoke_gmdf("scan", str(example), "--json", "--detector", "mtcnn")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert_schema("ScanReport", report)

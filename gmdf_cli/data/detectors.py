@@ -15,6 +15,8 @@ class DetectorEntry:
     name: str
     description: str
     retinaface: tuple[str, str] | None = None
+    sha256: str | None = None
+    """The published file's sha256, where known: a file that differs is refused."""
 
 
 DETECTORS: dict[str, DetectorEntry] = {
@@ -24,6 +26,7 @@ DETECTORS: dict[str, DetectorEntry] = {
             "retinaface",
             "RetinaFace MobileNet-0.25 via facexlib (the default)",
             ("retinaface_mobile0.25", "detection_mobilenet0.25_Final.pth"),
+            "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
         ),
         DetectorEntry(
             "retinaface-resnet50",

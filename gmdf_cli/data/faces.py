@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
+from ..errors import WeightsError
 from ..fileio import sha256_file
 from . import DETECTION_SIDE
 from .detectors import DETECTORS, RETINAFACE_FILES, DetectorEntry, DetectorOptions
@@ -62,17 +64,22 @@ class RetinaFaceDetector:
         threshold: float = 0.8,
         device: torch.device | str = "cpu",
     ) -> None:
-        from facexlib.detection import init_detection_model
-
-        model_name, filename = RETINAFACE_FILES[name]
-        self.net = init_detection_model(model_name, half=False, device=str(device), model_rootpath=str(weights_dir))
+        filename = RETINAFACE_FILES[name][1]
+        path = weights_dir / filename
+        digest = sha256_file(path)
+        known = DETECTORS[name].sha256
+        if known is not None and digest != known:
+            raise WeightsError(
+                f"{path} is not the published {filename} (sha256 {digest[:16]}..., expected {known[:16]}...): "
+                "refusing to load it"
+            )
+        self.net = _load_retinaface(name, path, device)
         self.max_side = max_side
         self.threshold = threshold
-        path = weights_dir / filename
         self.info = {
             "name": name,
             "weights": str(path),
-            "sha256": sha256_file(path),
+            "sha256": digest,
             "max_side": max_side,
             "device": str(device),
         }
@@ -82,6 +89,23 @@ class RetinaFaceDetector:
         small, scale = _downscale(frame, max_side or self.max_side)
         found = self.net.detect_faces(small, conf_threshold=self.threshold, use_origin_size=True)
         return [Face(_box(row[:4], scale), float(row[4])) for row in found]
+
+
+def _load_retinaface(name: str, path: Path, device: torch.device | str) -> Any:
+    """facexlib's RetinaFace network with the file's weights, read by ``torch.load(weights_only=True)`` whatever the
+    installed torch's default (facexlib's own loader would unpickle the file)."""
+    from facexlib.detection.retinaface import RetinaFace
+
+    network = "mobile0.25" if name == "retinaface" else "resnet50"
+    net = RetinaFace(network_name=network, half=False, device=str(device))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, AttributeError, OSError, pickle.UnpicklingError) as exc:
+        raise WeightsError(f"{path} is not a usable {name} weights file ({str(exc).splitlines()[0][:160]})") from None
+    net.train(False)
+    return net.to(device)
 
 
 class MTCNNDetector:
@@ -150,7 +174,7 @@ def load_detector(
     try:  # facexlib downloads into its own cache, printing its own lines: gmdf speaks for it, once, if it fails
         noise = io.StringIO()
         with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
-            return RetinaFaceDetector(name, facexlib_weights_dir(), max_side, device=device), None
+            _download_retinaface(name)
     except Exception as exc:  # any download failure means the same thing to the user
         looked = ", ".join(str(c) for c in candidates)
         reason = (
@@ -158,6 +182,16 @@ def load_detector(
             "using MTCNN from facenet-pytorch instead (pass --detector-weights DIR to use RetinaFace)"
         )
         return MTCNNDetector(max_side, device=device), reason
+    return RetinaFaceDetector(name, facexlib_weights_dir(), max_side, device=device), None
+
+
+def _download_retinaface(name: str) -> None:
+    """facexlib's own download (its release URL, into its own cache); the file is then checked and loaded by gmdf."""
+    from facexlib.utils import load_file_from_url
+
+    filename = RETINAFACE_FILES[name][1]
+    url = f"https://github.com/xinntao/facexlib/releases/download/v0.1.0/{filename}"
+    load_file_from_url(url=url, model_dir="facexlib/weights", progress=False, file_name=None, save_dir=None)
 
 
 def open_face_detector(

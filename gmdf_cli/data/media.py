@@ -45,8 +45,10 @@ def kind_of(path: Path) -> str:
     return "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
 
 
-def discover(paths: Sequence[str | Path]) -> Discovery:
-    """Expand folders recursively (sorted, deduplicated); files named explicitly are always tried."""
+def discover(paths: Sequence[str | Path], exclude: Sequence[Path] = ()) -> Discovery:
+    """Expand folders recursively (sorted, deduplicated); files named explicitly are always tried. Files below an
+    ``exclude`` folder (a report folder inside a scanned folder) are never inputs."""
+    outside = [p.resolve() for p in exclude]
     items: list[MediaItem] = []
     missing: list[Path] = []
     skipped: list[Path] = []
@@ -58,7 +60,7 @@ def discover(paths: Sequence[str | Path]) -> Discovery:
             continue
         if path.is_dir():
             for child in walk_files(path):
-                if child.name.startswith("."):
+                if child.name.startswith(".") or any(child.resolve().is_relative_to(o) for o in outside):
                     continue
                 if child.suffix.lower() not in MEDIA_EXTENSIONS:
                     skipped.append(child)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -206,6 +207,8 @@ class Engine:
         scores = score_crops(self.model, [p.crop for p in self.queue], batch_size=len(self.queue))
         keep = self.options.keep_crops
         for pending, score in zip(self.queue, scores, strict=True):
+            if not math.isfinite(score):  # a broken model: the face stays unscored and the file says so
+                continue
             pending.face.score = float(score)
             kept = pending.file.suspicious
             if keep and (len(kept) < keep or score > kept[-1].score):
@@ -234,22 +237,29 @@ class Engine:
             threads = DECODE_THREADS_GPU if on_gpu else 0
         waiting: list[FileResult] = []
         started = 0.0
-        with contextlib.closing(self._events(probed, threads)) as stream:
-            for event in stream:
-                result = event.file
-                if event.start:
-                    started = time.perf_counter()
-                    on_file(result)
-                elif event.frame is not None:
-                    self._enqueue(event)
-                    on_frame()
-                else:
-                    if result.error:  # drop its queued faces; keep the rest of the batch
-                        self.queue = [p for p in self.queue if p.file is not result]
-                    result.seconds = round(time.perf_counter() - started, 3)
-                    waiting.append(result)
-                    while waiting and not any(p.file is waiting[0] for p in self.queue):
-                        yield aggregate(waiting.pop(0), self.options.threshold, self.options.band)
+        try:
+            with contextlib.closing(self._events(probed, threads)) as stream:
+                for event in stream:
+                    result = event.file
+                    if event.start:
+                        started = time.perf_counter()
+                        on_file(result)
+                    elif event.frame is not None:
+                        self._enqueue(event)
+                        on_frame()
+                    else:
+                        if result.error:  # drop its queued faces; keep the rest of the batch
+                            self.queue = [p for p in self.queue if p.file is not result]
+                        result.seconds = round(time.perf_counter() - started, 3)
+                        waiting.append(result)
+                        while waiting and not any(p.file is waiting[0] for p in self.queue):
+                            yield aggregate(waiting.pop(0), self.options.threshold, self.options.band)
+        except KeyboardInterrupt:  # files read to the end may still wait for their faces' batch: finish them first
+            self.queue = [p for p in self.queue if any(p.file is w for w in waiting)]
+            self._flush()
+            for done in waiting:
+                yield aggregate(done, self.options.threshold, self.options.band)
+            raise
         self._flush()
         for done in waiting:
             yield aggregate(done, self.options.threshold, self.options.band)
@@ -290,6 +300,12 @@ def aggregate(result: FileResult, threshold: float, band: rules.Band | None = No
     for frame in result.frames:
         frame.score = rules.frame_score([f.score for f in frame.faces if f.score is not None])
     scores = [s for f in result.frames if (s := f.score) is not None]
+    unscored = sum(f.score is None for frame in result.frames for f in frame.faces)
+    if unscored and not scores:
+        result.verdict, result.error = "error", f"the model gave no valid score (NaN) for any of {unscored} faces"
+        return result
+    if unscored:
+        result.warnings.append(f"the model gave no valid score (NaN) for {unscored} faces, left out")
     if len(result.frames) < result.frames_requested:
         result.warnings.append(
             f"decoded {len(result.frames)} of {result.frames_requested} sampled frames (truncated or damaged file?)"

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.markup import escape
 
 from .. import __version__
 from ..data.faces import DetectorOptions, FaceDetector, open_face_detector
+from ..errors import UsageError
+from ..fileio import write_text_atomic
+from ..report.render import plain
 
 
 def warner(console: Console) -> Callable[[str], None]:
     """Warnings of the library parts (a face-detector fallback), one line each on ``console``."""
-    return lambda text: console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True, highlight=False)
+    return lambda text: console.print(f"[yellow]warning:[/] {plain(text)}", soft_wrap=True, highlight=False)
 
 
 def face_detector(options: DetectorOptions, device: torch.device | str, console: Console) -> FaceDetector:
@@ -42,3 +46,19 @@ def environment() -> dict[str, Any]:
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def record_settings(path: Path, settings: dict[str, Any], refusal: str) -> None:
+    """A job's output folder keeps what one set of settings made: record ``settings`` at ``path`` the first time; a
+    later run with other settings is refused (``refusal`` is the message, followed by the keys that differ), so
+    results of two recipes are never mixed."""
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old != settings:
+            changed = sorted(k for k in settings if not isinstance(old, dict) or old.get(k) != settings[k])
+            raise UsageError(f"{refusal} (differing: {', '.join(changed) or 'unreadable record'})")
+        return
+    write_text_atomic(path, json.dumps(settings, indent=2))

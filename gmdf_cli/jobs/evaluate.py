@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 
 from ..analysis.metrics import detection_metrics, m_eer, video_level
 from ..data.cache import read_index
@@ -22,7 +21,7 @@ from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..model import GMDF
 from ..progress import progress_bar
-from ..report.render import write_json
+from ..report.render import plain, write_json
 from ..report.results import BothLevels, DomainMetrics, EvalReport, LevelMetrics
 from ..weights import DEFAULT_WEIGHTS, load_weights
 from .common import face_detector
@@ -182,7 +181,7 @@ def run_eval(request: EvalRequest, console: Console) -> list[LevelMetrics]:
     else:
         scored, unusable = score_folder(model, request, console)
         for line in unusable:
-            console.print(f"[yellow]left out:[/] {escape(line)}", soft_wrap=True, highlight=False)
+            console.print(f"[yellow]left out:[/] {plain(line)}", soft_wrap=True, highlight=False)
     levels = list(LEVELS) if request.level == "both" else [request.level]
     reports = [metrics_report(scored, lv, request.p_real, request.threshold) for lv in levels]
     if request.out is not None:

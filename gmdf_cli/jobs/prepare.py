@@ -18,17 +18,17 @@ from typing import Any
 import cv2
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 
 from ..data.cache import rebuild_index, record_path, safe_name
 from ..data.datasets import LayoutOptions, Source, list_sources
 from ..data.faces import DetectorOptions, crop_face, open_face_detector
 from ..data.media import Frame, MediaError, MediaItem, Sampling, open_media, read_frames, read_image
 from ..engine import Engine, EngineOptions
-from ..errors import UsageError
+from ..errors import GMDFError, UsageError
 from ..fileio import write_text_atomic
 from ..progress import progress_bar
-from .common import face_detector
+from ..report.render import plain
+from .common import face_detector, record_settings
 
 CROP_SIZE = 224
 
@@ -75,6 +75,21 @@ def source_frames(source: Source, frames: int) -> Iterator[Frame]:
             yield Frame(i, 0.0, read_image(path))
 
 
+class CacheWriteError(GMDFError):
+    """A crop could not be written (a full disk, a folder that cannot be written): the run stops, and the source is
+    not recorded, so that a rerun prepares it once the cause is fixed (never recorded as a bad input)."""
+
+
+def _write_crop(target: Path, crop: np.ndarray) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = cv2.imwrite(str(target), crop)
+    except (OSError, cv2.error) as exc:
+        raise CacheWriteError(f"cannot write crops to {target.parent}: {exc}") from None
+    if not written:
+        raise CacheWriteError(f"cannot write crops to {target.parent} (disk full or not writable?)")
+
+
 def prepare_source(source: Source, engine: Engine, out: Path, frames: int) -> dict[str, Any]:
     """Detect, crop and save the best face of each frame of one source; the record says what was written or why
     nothing was."""
@@ -89,9 +104,7 @@ def prepare_source(source: Source, engine: Engine, out: Path, frames: int) -> di
                 continue
             crop = crop_face(found.frame.image, found.faces[0].box, CROP_SIZE)
             target = folder / f"{found.frame.index:06d}.png"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not cv2.imwrite(str(target), crop):
-                raise OSError(f"cannot write {target}")
+            _write_crop(target, crop)
             rows.append({"frame": found.frame.index, "path": target.relative_to(out).as_posix()})
     except (MediaError, OSError, cv2.error, ValueError) as exc:
         record.update(status="skipped", reason=f"corrupt or unreadable: {str(exc).splitlines()[0]}")
@@ -122,7 +135,7 @@ def _work(source: Source) -> tuple[Source, dict[str, Any]]:
 def _prepare_all(request: PrepareRequest, todo: list[Source], console: Console) -> None:
     """Every source not yet done, in ``workers`` processes or here; each record is written as soon as it is done."""
     with progress_bar(console, "videos") as progress:
-        task = progress.add_task(f"preparing {escape(request.domain_name)}", total=len(todo))
+        task = progress.add_task(f"preparing {plain(request.domain_name)}", total=len(todo))
         if request.workers > 1 and len(todo) > 1:
             args = (request.detector, request.out, request.frames, request.device)
             with multiprocessing.get_context("spawn").Pool(request.workers, _init_worker, args) as pool:
@@ -159,6 +172,24 @@ def _summary(request: PrepareRequest, sources: list[Source], rows: list[dict[str
     }
 
 
+def _check_settings(request: PrepareRequest) -> None:
+    """A cache keeps what one set of settings made: a rerun with other frames, detector, split or layout options
+    would mix crops of two recipes, so it is refused (prepare into another folder)."""
+    settings = {
+        "layout": request.layout,
+        "root": str(request.root.resolve()),
+        "frames": request.frames,
+        "detector": [request.detector.name, request.detector.det_size],
+        "compression": request.compression,
+        "group_by": request.group_by,
+        "json_file": str(request.json_file) if request.json_file else None,
+        "seed": request.seed,
+    }
+    path = request.out / f"prepare-settings-{safe_name(request.domain_name)}.json"
+    refusal = f"{request.out} holds domain {request.domain_name!r} prepared with other settings; use another --out"
+    record_settings(path, settings, refusal)
+
+
 def run_prepare(request: PrepareRequest, console: Console) -> dict[str, Any]:
     options = LayoutOptions(
         domain=request.domain_name,
@@ -169,6 +200,7 @@ def run_prepare(request: PrepareRequest, console: Console) -> dict[str, Any]:
     )
     sources = list_sources(request.layout, request.root, options)
     request.out.mkdir(parents=True, exist_ok=True)
+    _check_settings(request)
     todo = [s for s in sources if not record_path(request.out, s).exists()]
     if len(todo) < len(sources):
         console.print(f"resuming: {len(sources) - len(todo)} of {len(sources)} sources already prepared")

@@ -70,10 +70,10 @@ def run_protocol(
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for key, sources, targets in parts:
         if key in results:
-            console.print(f"{key}: done already, skipped")
+            console.print(f"{key}: done already, skipped", markup=False)
             continue
         run_dir = out / key.replace("/", "").replace(" ", "-")
-        console.print(f"{key}: training on {', '.join(sources)}")
+        console.print(f"{key}: training on {', '.join(sources)}", markup=False)
         request = dataclasses.replace(template, domains=sources, data=str(cache), out=str(run_dir))
         Trainer(request, console).fit()
         model, _ = load_checkpoint(run_dir / "best.safetensors", inference=True)

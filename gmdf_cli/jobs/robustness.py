@@ -22,7 +22,6 @@ from typing import Any
 import cv2
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 
 from ..analysis.corruptions import CORRUPTIONS, corrupt_image, encode_h264
 from ..analysis.metrics import detection_metrics
@@ -33,10 +32,10 @@ from ..engine import Engine, EngineOptions, Job, rules, score_crops
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..progress import progress_bar
-from ..report.render import contact_sheet, write_json
+from ..report.render import contact_sheet, plain, write_json
 from ..report.results import RobustnessReport, SweepMetrics
 from ..weights import DEFAULT_WEIGHTS, load_weights
-from .common import face_detector
+from .common import face_detector, record_settings
 
 CLEAN = "clean/0"
 DISPLAY = 160
@@ -110,14 +109,14 @@ class Sweep:
                 todo = [c for c in req.combos if c not in record["scores"]]
                 if item.path == sample and not (req.out / "sheet").is_dir():
                     todo = req.combos  # the contact sheet needs this file's crops under every combo
-                progress.update(task, description=f"robustness: {escape(item.path.name[:30])}")
+                progress.update(task, description=f"robustness: {plain(item.path.name[:30])}")
                 progress.advance(task, len(req.combos) - len(todo))
                 if todo:
                     try:
                         self._file(item, record, todo, Path(tmp), item.path == sample, lambda: progress.advance(task))
                     except (MediaError, OSError, cv2.error, RuntimeError) as exc:
                         record["error"] = str(exc).splitlines()[0]
-                        self.console.print(f"[red]error:[/] {escape(str(item.path))}: {escape(record['error'])}")
+                        self.console.print(f"[red]error:[/] {plain(str(item.path))}: {plain(record['error'])}")
                         progress.advance(task, len(todo))
                     write_text_atomic(path, json.dumps(record))
                 records.append(record)
@@ -275,10 +274,12 @@ class Sweep:
         )
 
 
-def _settings(request: RobustnessRequest, weights_sha256: str) -> dict[str, Any]:
-    """Everything that changes a record: a sweep folder holds records of these settings only."""
+def _settings(request: RobustnessRequest, weights_sha256: str, detector: Any) -> dict[str, Any]:
+    """Everything that changes a record (the face detector that really ran included): a sweep folder holds records
+    of these settings only."""
     fixed = {k: v for k, v in asdict(request).items() if k in ("at", "frames", "split", "seed")}
     fixed.update(data=str(request.data.resolve()), weights=weights_sha256, det_size=request.detector.det_size)
+    fixed["detector"] = [detector.info["name"], detector.info["sha256"]] if detector is not None else None
     return fixed
 
 
@@ -288,17 +289,15 @@ def run_robustness(request: RobustnessRequest, console: Console) -> RobustnessRe
             raise UsageError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)} or all")
     spec = request.weights or DEFAULT_WEIGHTS
     model, resolved, _ = load_weights(spec, device=request.device, precision=request.precision)
-    settings, fixed = request.out / "sweep.json", _settings(request, resolved.sha256)
-    if settings.is_file() and json.loads(settings.read_text()) != fixed:
-        raise UsageError(f"{request.out} holds a sweep with other settings ({settings}); use another --out")
-    request.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(settings, json.dumps(fixed, indent=2))
     is_cache = (request.data / "index.csv").is_file()
     if is_cache and request.at != "crop":
         console.print("a prepared cache holds crops only: corruptions apply to the crops (--at crop)")
         request.at = "crop"
     device = next(model.parameters()).device
     detector = face_detector(request.detector, device, console) if not is_cache else None
+    request.out.mkdir(parents=True, exist_ok=True)
+    refusal = f"{request.out} holds a sweep with other settings ({request.out / 'sweep.json'}); use another --out"
+    record_settings(request.out / "sweep.json", _settings(request, resolved.sha256, detector), refusal)
     options = EngineOptions(Sampling(frames=request.frames), batch_size=request.batch_size, keep_crops=0)
     sweep = Sweep(request, Engine(model, detector, options), console)
     summary = sweep.run_cache() if is_cache else sweep.run_folder()

@@ -4,26 +4,30 @@ finish. Whatever happens (a bad file, Ctrl-C), results already computed are writ
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
-from rich.markup import escape
 
 from .. import __version__
 from ..api import Detector
 from ..data.faces import DetectorOptions
-from ..data.media import Sampling, discover
-from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ..fileio import write_text_atomic
+from ..data.media import MediaItem, Sampling, discover
+from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated, UsageError
+from ..fileio import append_line, sha256_file, write_text_atomic
 from ..progress import progress_bar
-from ..report.render import CsvWriter, FaceImages, FileImages, html_report, write_artifacts, write_json
+from ..report.render import CsvWriter, FaceImages, FileImages, html_report, plain, write_artifacts, write_json
 from ..report.results import FileResult, ScanReport
+from ..report.schema import dumps, from_jsonable
 from ..weights import DEFAULT_WEIGHTS
-from .common import environment, now, warner
+from .common import environment, now, record_settings, warner
 
-EXIT_INTERRUPTED = 130
+T = TypeVar("T")
+SETTINGS_FILE = "scan.json"
+RESULTS_FILE = "results.jsonl"
 
 
 @dataclass
@@ -42,6 +46,21 @@ class ScanRequest:
     """With ``out``: the most suspicious faces per file shown in the report (with heatmaps if asked)."""
     precision: str = "fp32"
     device: str = "auto"
+
+    def settings(self, detector: Detector) -> dict[str, Any]:
+        """Everything that changes a file's result: a rerun into the same ``out`` takes finished files over only
+        when these are the same, and is refused otherwise."""
+        info = detector.detector_info()
+        return {
+            "gmdf": __version__,
+            "model_sha256": detector.weights.sha256,
+            "detector": [info.name, info.sha256, info.max_side],
+            "sampling": asdict(self.sampling),
+            "max_faces": self.max_faces,
+            "threshold": detector.threshold,
+            "band": list(detector.options.band) if detector.options.band else None,
+            "precision": self.precision,
+        }
 
     def parameters(self, threshold: float, detector_ran: str) -> dict[str, Any]:
         """The settings as they took effect: the threshold used, and the face detector that really ran (with the
@@ -73,30 +92,53 @@ def faces_for(model: Any, result: FileResult, faces: int, heatmaps: bool) -> lis
 
 
 class _Outputs:
-    """The files a scan writes: CSV rows and per-file artifacts as each file finishes, report.json/html at the end."""
+    """What a scan writes, as each file finishes: a line in ``results.jsonl`` (what a rerun takes over), CSV rows,
+    the file's images, and ``report.json`` rewritten; ``report.html`` at the end. A failed write (a full disk, a
+    folder that cannot be written) is said once per output and the scan goes on: nothing already computed is lost,
+    and the exit code says that something failed."""
 
-    def __init__(self, request: ScanRequest, detector: Detector) -> None:
-        self.request = request
-        self.csv = CsvWriter(request.csv) if request.csv else None
+    def __init__(self, request: ScanRequest, detector: Detector, console: Console) -> None:
+        self.request, self.console = request, console
+        self.failed: set[str] = set()
         self.images: dict[int, FileImages] = {}
+        csv_path = request.csv
+        self.csv = self._try("the CSV", lambda: CsvWriter(csv_path)) if csv_path is not None else None
         self.cam_model = detector.model
         if request.heatmaps and request.precision != "fp32":  # Grad-CAM works in fp32: a float copy explains
             self.cam_model = copy.deepcopy(detector.model).float()
 
-    def add(self, index: int, result: FileResult) -> None:
-        if self.csv:
-            self.csv.add(result)
+    def _try(self, what: str, action: Callable[[], T]) -> T | None:
+        if what in self.failed:
+            return None
+        try:
+            return action()
+        except OSError as exc:
+            self.failed.add(what)
+            reason = plain(exc.strerror or str(exc))
+            self.console.print(f"[red]error:[/] cannot write {what}: {reason}; the scan goes on", soft_wrap=True)
+            return None
+
+    def add(self, index: int, result: FileResult, report: ScanReport, scanned: bool = True) -> None:
         req = self.request
-        if req.out is not None:
-            faces = faces_for(self.cam_model, result, req.report_faces, req.heatmaps)
-            self.images[index] = write_artifacts(req.out, index, result, faces)
+        if self.csv:
+            self._try("the CSV", lambda: self.csv.add(result) if self.csv else None)
+        if req.out is None:
+            return
+        out = req.out
+        if scanned:
+            self._try("results.jsonl", lambda: append_line(out / RESULTS_FILE, dumps(result, indent=None)))
+        faces = faces_for(self.cam_model, result, req.report_faces, req.heatmaps) if scanned else []
+        images = self._try("the images", lambda: write_artifacts(out, index, result, faces))
+        self.images[index] = images or FileImages()
+        self._try("report.json", lambda: write_json(out / "report.json", report))
 
     def close(self, report: ScanReport) -> None:
         if self.csv:
-            self.csv.close()
+            self._try("the CSV", self.csv.close)
         if self.request.out is not None:
-            write_json(self.request.out / "report.json", report)
-            write_text_atomic(self.request.out / "report.html", html_report(report, self.images))
+            out = self.request.out
+            self._try("report.json", lambda: write_json(out / "report.json", report))
+            self._try("report.html", lambda: write_text_atomic(out / "report.html", html_report(report, self.images)))
 
 
 def open_detector(request: ScanRequest, console: Console) -> Detector:
@@ -114,13 +156,42 @@ def open_detector(request: ScanRequest, console: Console) -> Detector:
     )
 
 
+def _check_outputs(request: ScanRequest, inputs: list[Path]) -> None:
+    """Outputs never overwrite an input."""
+    if request.csv is not None and request.csv.exists():
+        target = request.csv.resolve()
+        if any(p.resolve() == target for p in inputs):
+            raise UsageError(f"--csv {request.csv} is one of the inputs: it would be overwritten")
+
+
+def _finished(request: ScanRequest, detector: Detector) -> dict[str, FileResult]:
+    """The files an earlier scan into the same ``out`` finished, when it ran with the same settings (refused
+    otherwise); an empty dict for a new ``out``."""
+    if request.out is None:
+        return {}
+    request.out.mkdir(parents=True, exist_ok=True)
+    refusal = f"{request.out} holds a scan made with other settings; use another --out, or delete it to start again"
+    record_settings(request.out / SETTINGS_FILE, request.settings(detector), refusal)
+    done: dict[str, FileResult] = {}
+    journal = request.out / RESULTS_FILE
+    for line in journal.read_text(encoding="utf-8").splitlines() if journal.is_file() else []:
+        try:
+            result = from_jsonable(FileResult, json.loads(line))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+        done[str(result.path)] = result
+    return done
+
+
 def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
-    found = discover(request.paths)
+    found = discover(request.paths, exclude=[request.out] if request.out is not None else [])
     if not found.items and not found.missing:
         raise UsageError("no images or videos found in " + ", ".join(request.paths))
+    _check_outputs(request, [i.path for i in found.items])
     for path in found.skipped:
-        console.print(f"[dim]skipped {escape(str(path))}: not an image or video[/]", soft_wrap=True)
+        console.print(f"[dim]skipped {plain(str(path))}: not an image or video[/]", soft_wrap=True)
     detector = open_detector(request, console)
+    finished = _finished(request, detector)
     report = ScanReport(
         version=__version__,
         started=now(),
@@ -130,39 +201,54 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
         environment=environment(),
         skipped=[str(p) for p in found.skipped],
     )
-    outputs = _Outputs(request, detector)
+    outputs = _Outputs(request, detector, console)
     exit_code = EXIT_OK
     try:
-        _scan_files(detector, request, report, outputs, console)
-    except KeyboardInterrupt:
+        todo = _take_over(found.items, finished, report, outputs, console)
+        _scan_files(detector, todo, report, outputs, console)
+    except KeyboardInterrupt as exc:
         report.interrupted = True
-        exit_code = EXIT_INTERRUPTED
+        exit_code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
         console.print("[yellow]interrupted: writing the results of the files already finished[/]")
     finally:
         report.finished = now()
         outputs.close(report)
-    if exit_code == EXIT_OK and any(r.verdict == "error" for r in report.files):
+    if exit_code == EXIT_OK and (outputs.failed or any(r.verdict == "error" for r in report.files)):
         exit_code = EXIT_FAILURE
     return ScanOutcome(report, exit_code)
 
 
-def _scan_files(
-    detector: Detector, request: ScanRequest, report: ScanReport, outputs: _Outputs, console: Console
-) -> None:
+def _take_over(
+    items: list[MediaItem], finished: dict[str, FileResult], report: ScanReport, outputs: _Outputs, console: Console
+) -> list[Path]:
+    """Put the files an earlier run finished (same path, same content) into the report; return the others."""
+    todo: list[Path] = []
+    for item in items:
+        done = finished.get(str(item.path))
+        if done is not None and done.sha256 == sha256_file(item.path):
+            report.files.append(done)
+            outputs.add(len(report.files) - 1, done, report, scanned=False)
+        else:
+            todo.append(item.path)
+    if report.files:
+        console.print(f"resuming: {len(report.files)} of {len(items)} files already done", soft_wrap=True)
+    return todo
+
+
+def _scan_files(detector: Detector, paths: list[Path], report: ScanReport, outputs: _Outputs, console: Console) -> None:
     """Every file through the detector, with two progress lines: files done of all (its ETA steady, one step a
     file) and the frames of the file being read."""
-    found = discover(request.paths)
     progress = progress_bar(console, "")
     with progress:
-        files = progress.add_task("files", total=len(found.items) + len(found.missing))
+        files = progress.add_task("files", total=len(paths))
         frames = progress.add_task("frames", total=None)
         for result in detector.scan_many(
-            request.paths,
-            on_file=lambda r: progress.reset(frames, total=r.frames_requested, description=escape(r.path.name[:40])),
+            paths,
+            on_file=lambda r: progress.reset(frames, total=r.frames_requested, description=plain(r.path.name[:40])),
             on_frame=lambda: progress.advance(frames),
         ):
             report.files.append(result)  # first: whatever happens next, this result is reported
             progress.advance(files)
             if result.error:
-                console.print(f"[red]error:[/] {escape(str(result.path))}: {escape(result.error)}", soft_wrap=True)
-            outputs.add(len(report.files) - 1, result)
+                console.print(f"[red]error:[/] {plain(str(result.path))}: {plain(result.error)}", soft_wrap=True)
+            outputs.add(len(report.files) - 1, result, report)

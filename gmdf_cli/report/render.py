@@ -68,6 +68,13 @@ class CsvWriter:
         self.handle.close()
 
 
+def plain(text: str) -> str:
+    """Untrusted text (a file name, a path, an error message) for the terminal: control characters (escape codes
+    that could recolour or rewrite what the screen shows) made visible as ``\\xNN``, then rich markup escaped."""
+    shown = "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
+    return escape(shown)
+
+
 def write_json(path: Path, report: Any) -> None:
     """Typed results (or plain data) as standard JSON, atomically."""
     write_text_atomic(path, dumps(report) + "\n")
@@ -251,7 +258,7 @@ def scan_table(files: list[FileResult]) -> Table:
     table.columns[0].overflow = "fold"
     for f in files:
         table.add_row(
-            escape(f.path.name),
+            plain(f.path.name),
             f"[{VERDICT_STYLE[f.verdict]}]{f.verdict}[/]",
             _fmt(f.score),
             str(f.faces_found),

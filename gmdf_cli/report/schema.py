@@ -41,6 +41,30 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def from_jsonable(tp: Any, data: Any) -> Any:
+    """The reverse of ``to_jsonable`` for the typed results: plain JSON values -> dataclasses (internal fields left
+    at their defaults). Used to take finished files over from an earlier run's results."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        hints = get_type_hints(tp)
+        fields = [f for f in dataclasses.fields(tp) if not is_internal(f)]
+        return tp(**{f.name: from_jsonable(hints[f.name], data[f.name]) for f in fields if f.name in data})
+    if origin in (Union, types.UnionType):
+        if data is None:
+            return None
+        options = [a for a in get_args(tp) if a is not type(None)]
+        return from_jsonable(options[0], data) if len(options) == 1 else data
+    if origin is list:
+        return [from_jsonable(get_args(tp)[0], v) for v in data]
+    if origin is dict:
+        return {k: from_jsonable(get_args(tp)[1], v) for k, v in data.items()}
+    if tp is Path:
+        return Path(data)
+    if tp is float and isinstance(data, int):
+        return float(data)
+    return data
+
+
 def dumps(value: Any, indent: int | None = 2) -> str:
     return json.dumps(to_jsonable(value), indent=indent, allow_nan=False)
 

@@ -55,6 +55,7 @@ from ..model import (
     get_config,
     mim_loss,
 )
+from ..report.render import plain
 from ..weights import save_checkpoint
 from .augment import ONLINE_DOMAIN
 from .data import BalancedSampler, Crop, load_batch, read_index, select
@@ -379,7 +380,7 @@ class Trainer:
         for path in bad:
             if path not in self.bad_crops:
                 self.bad_crops.add(path)
-                self.console.print(f"[yellow]skipped corrupt crop[/] {path}", soft_wrap=True)
+                self.console.print(f"[yellow]skipped corrupt crop[/] {plain(str(path))}", soft_wrap=True)
 
     # -- one step --------------------------------------------------------------------------------------------------
     def loader(self, workers: int | None = None) -> Any:
@@ -524,7 +525,7 @@ class Trainer:
         self.run.mkdir(parents=True, exist_ok=True)
         if (self.run / RESUME_FILE).is_file():
             self.load_resume()
-            self.console.print(f"resuming {self.run} at step {self.step} of {self.total_steps}")
+            self.console.print(f"resuming {plain(str(self.run))} at step {self.step} of {self.total_steps}")
         else:
             self._fit_tokenizer()
             if self.dist.main:

@@ -16,6 +16,7 @@ from ..device import PRECISIONS, configure, resolve_device
 from ..errors import WeightsError
 from ..fileio import atomic_path, sha256_file
 from ..model import GMDF, GMDFConfig, build_model
+from ..model.bounds import check_config
 from .card import read_card, read_decision
 from .registry import ResolvedWeights, resolve_weights
 
@@ -79,9 +80,10 @@ def load_checkpoint(
     """
     meta = read_metadata(path)
     try:
+        check_config(meta["config"])  # types and bounds first: nothing is built from an unchecked config
         cfg = GMDFConfig.from_json(meta["config"])
-    except (ValueError, TypeError, KeyError) as exc:
-        raise WeightsError(f"{path}: unreadable model config in metadata ({exc})") from None
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise WeightsError(f"{path}: unusable model config in metadata ({str(exc)[:200]})") from None
     if expect is not None and _shape_fields(cfg) != _shape_fields(expect):
         raise WeightsError(
             f"{path} holds a {cfg.name!r} model with domains {list(cfg.domains)}, "
@@ -124,6 +126,9 @@ def load_checkpoint(
             wanted = dtype if own[key].is_floating_point() else own[key].dtype
             state[key] = tensor.to(wanted) if tensor.dtype != wanted else tensor.clone()
             del tensor
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise WeightsError(f"{path}: tensor {bad} holds values that are not finite (NaN or infinity)")
     model.load_state_dict(state, assign=lean)
     model.to(device=device, dtype=dtype)
     model.train(False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,17 +55,45 @@ ZOO: dict[str, ZooEntry] = {
 """Built-in entries (``$GMDF_ZOO`` adds more)."""
 
 
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+ENTRY_TEXT = ("config", "description", "repo_id", "filename", "revision")
+
+
+def _entry(name: Any, spec: Any, where: str) -> ZooEntry:
+    """One ``$GMDF_ZOO`` entry, checked: a Hub file with a pinned sha256 (a zoo entry never names a local file, so
+    it can never pass for the shipped detector), every field text of sane length."""
+    if not isinstance(name, str) or not 0 < len(name) <= 100:
+        raise WeightsError(f"{where}: entry names must be text of 1-100 characters")
+    if name in ZOO:
+        raise WeightsError(f"{where}: {name!r} is a built-in entry and cannot be redefined; choose another name")
+    if not isinstance(spec, dict):
+        raise WeightsError(f"{where}: entry {name!r} must be an object")
+    unknown = set(spec) - {"sha256", *ENTRY_TEXT}
+    if unknown or not {"config", "repo_id", "sha256"} <= set(spec):
+        raise WeightsError(f"{where}: entry {name!r} needs repo_id, config and sha256 (and may have {ENTRY_TEXT})")
+    sha = spec["sha256"]
+    if not isinstance(sha, str) or not SHA256.match(sha.lower()):
+        raise WeightsError(f"{where}: entry {name!r} needs the sha256 of its file (64 hex digits): it is verified")
+    for key in ENTRY_TEXT:
+        if key in spec and (not isinstance(spec[key], str) or len(spec[key]) > 500):
+            raise WeightsError(f"{where}: entry {name!r}: {key} must be text")
+    return ZooEntry(name=name, **{"description": "", **spec, "sha256": sha.lower()})
+
+
 def zoo() -> dict[str, ZooEntry]:
-    """Built-in entries plus those of the ``$GMDF_ZOO`` JSON file (which win on a name clash)."""
+    """Built-in entries plus those of the ``$GMDF_ZOO`` JSON file (which may add entries, never replace one)."""
     entries = dict(ZOO)
     extra = os.environ.get("GMDF_ZOO")
     if extra:
+        where = f"the zoo file GMDF_ZOO={extra}"
         try:
             raw = json.loads(Path(extra).read_text(encoding="utf-8"))
-            for name, spec in raw.items():
-                entries[name] = ZooEntry(name=name, **spec)
-        except (OSError, ValueError, TypeError) as exc:
-            raise WeightsError(f"cannot read the zoo file GMDF_ZOO={extra}: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise WeightsError(f"cannot read {where}: {str(exc)[:200]}") from None
+        if not isinstance(raw, dict):
+            raise WeightsError(f"{where} must hold one JSON object of entries")
+        for name, spec in raw.items():
+            entries[name] = _entry(name, spec, where)
     return entries
 
 
