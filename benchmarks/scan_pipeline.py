@@ -4,7 +4,7 @@ then, with ``--against REV``, the engine against the pipeline of an earlier comm
 Targets: pipeline/model >= 0.85; peak RSS of a `vit-b-16` scan <= 1.2 GB; engine/earlier >= 1 (no slowdown).
 
     python benchmarks/scan_pipeline.py [--video PATH] [--config vit-b-16] [--batch 16] [--rounds 2]
-    python benchmarks/scan_pipeline.py --against 1253bdf    # the scan pipeline before the one engine
+    python benchmarks/scan_pipeline.py --against 1253bdf [--only-against]   # the scan before the one engine
 
 The model has random weights (none are trained for vit-b-16 here): speed and memory do not depend on their values.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import site
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--against", metavar="REV", help="Also time the scan pipeline of this git commit.")
+    parser.add_argument("--only-against", action="store_true", help="With --against: that comparison only.")
     args = parser.parse_args()
     video = args.video or next(iter(sorted(VIDEO.glob("*.mp4"))), None)
     if video is None or not video.is_file():
@@ -70,6 +72,9 @@ def main() -> None:
         model = build_model(get_config(args.config))
         path = save_checkpoint(model, Path(tmp) / "model.safetensors")
         del model
+        if args.against and args.only_against:
+            against(args, video, path, Path(tmp))
+            return
         model, _, _ = load_weights(str(path), precision=args.precision)
         dtype = next(model.parameters()).dtype
         detector, _ = load_detector("retinaface", SHARED / "weights")
@@ -183,8 +188,11 @@ DRIVER_TAIL = (
 
 
 def _time_side(driver: str, package_root: Path, argv: list[str]) -> tuple[int, float]:
-    env = {**os.environ, "PYTHONPATH": str(package_root)}
-    done = subprocess.run([sys.executable, "-c", driver + DRIVER_TAIL, *argv], capture_output=True, text=True, env=env)
+    # -S: no site processing, so the editable install's import hook cannot put this checkout's gmdf_cli in front of
+    # the commit's; the packages themselves come from site-packages, named on the path after the side's own root.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package_root), *site.getsitepackages()])}
+    command = [sys.executable, "-S", "-c", driver + DRIVER_TAIL, *argv]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=package_root)  # cwd leads sys.path
     if done.returncode != 0:
         sys.exit(done.stderr)
     _, faces, best = next(line for line in done.stdout.splitlines() if line.startswith("RESULT")).split()
@@ -201,14 +209,16 @@ def against(args: argparse.Namespace, video: Path, weights: Path, tmp: Path) -> 
     argv += [str(torch.get_num_threads()), str(args.rounds)]
     best: dict[str, float] = {"engine": float("inf"), args.against: float("inf")}
     faces: dict[str, int] = {}
-    for _ in range(2):
-        for name, driver, root in (("engine", DRIVER_NEW, ROOT), (args.against, DRIVER_OLD, old_root)):
+    sides = [("engine", DRIVER_NEW, ROOT), (args.against, DRIVER_OLD, old_root)]
+    for round_ in range(4):  # the order alternates, so neither side always runs second
+        for name, driver, root in sides if round_ % 2 == 0 else sides[::-1]:
             faces[name], seconds = _time_side(driver, root, argv)
             best[name] = min(best[name], seconds)
     if faces["engine"] != faces[args.against]:
         sys.exit(f"the two pipelines found different faces: {faces}")
     rate = {name: faces[name] / seconds for name, seconds in best.items()}
-    print(f"  the engine against the pipeline of {args.against} ({faces['engine']} faces, best of 2 x {args.rounds}):")
+    how = f"{faces['engine']} faces, best of 4 x {args.rounds} runs, the order alternating"
+    print(f"  the engine against the pipeline of {args.against} ({how}):")
     for name, value in rate.items():
         print(f"    {name:11s} {value:6.2f} faces/s")
     print(f"  ratio engine / {args.against}: {rate['engine'] / rate[args.against]:.3f}  (target >= 1, no slowdown)")

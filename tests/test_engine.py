@@ -220,3 +220,15 @@ def test_ctrl_c_still_reports_files_whose_faces_wait_in_the_batch(tiny_weights: 
         for result in detector.engine().run(items, on_frame=on_frame):
             got.append(result)
     assert [r.path.name for r in got] == ["astronaut.png"] and got[0].score is not None
+
+
+def test_faces_the_model_cannot_score_never_pass_as_real() -> None:
+    """A NaN score (a broken model) leaves its face unscored: a file with no valid score is an error, not 'real'."""
+    from gmdf_cli.engine.pipeline import aggregate
+    from gmdf_cli.report.results import FaceResult, FileResult, FrameResult
+
+    broken = FileResult(Path("x.mp4"), frames=[FrameResult(0, 0.0, [FaceResult([0, 0, 9, 9], 0, None)])])
+    assert aggregate(broken, 0.5).verdict == "error" and "NaN" in (broken.error or "")
+    scored = FaceResult([0, 0, 9, 9], 0, 0.8)
+    partial = FileResult(Path("y.mp4"), frames=[FrameResult(0, 0.0, [FaceResult([0, 0, 9, 9], 1, None), scored])])
+    assert aggregate(partial, 0.5).verdict == "fake" and any("NaN" in w for w in partial.warnings)
