@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from .data.faces import DETECTION_SIDE, DetectorOptions, FaceDetector, open_face_detector
+from .data.faces import DetectorOptions, FaceDetector, open_face_detector
 from .data.media import MediaItem, Sampling, discover, kind_of
 from .device import resolve_device
 from .engine.pipeline import DEFAULT_THRESHOLD, Engine, EngineOptions
@@ -71,7 +69,7 @@ class Detector:
         (default 32 spread evenly). ``keep_crops``: most suspicious face crops kept per file (for heatmaps)."""
         if isinstance(face_detector, str):
             weights_dir = str(detector_weights) if detector_weights is not None else None
-            face_detector = DetectorOptions(face_detector, weights_dir, DETECTION_SIDE)
+            face_detector = DetectorOptions(face_detector, weights_dir)
         target = resolve_device(device)
         model, resolved, meta = load_weights(name_or_path, device=target, precision=precision)
         stored, band = read_decision(meta)
@@ -86,10 +84,6 @@ class Detector:
     @property
     def threshold(self) -> float:
         return self.options.threshold
-
-    def with_options(self, **changes: Any) -> Detector:
-        """The same detector with other engine options (``threshold``, ``sampling``, ``batch_size``, ...)."""
-        return Detector(self.model, self.weights, self.metadata, self.face_detector, replace(self.options, **changes))
 
     def engine(self) -> Engine:
         return Engine(self.model, self.face_detector, self.options)

@@ -218,12 +218,18 @@ def test_a_tampered_retinaface_file_is_refused(weights: Path, tmp_path: Path) ->
     assert done.returncode == 1 and "sha256" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_prepare_and_robustness_refuse_to_resume_with_other_settings(weights: Path, tmp_path: Path) -> None:
+def _labelled(tmp_path: Path, fake: Path) -> Path:
+    """A folder dataset: the astronaut photo as real/a.png, ``fake`` as fake/b<suffix>."""
     data = tmp_path / "data"
     (data / "real").mkdir(parents=True)
     (data / "fake").mkdir()
     shutil.copy(ASTRONAUT, data / "real" / "a.png")
-    shutil.copy(CLIP, data / "fake" / "b.mp4")
+    shutil.copy(fake, data / "fake" / f"b{fake.suffix}")
+    return data
+
+
+def test_prepare_and_robustness_refuse_to_resume_with_other_settings(weights: Path, tmp_path: Path) -> None:
+    data = _labelled(tmp_path, CLIP)
     cache = tmp_path / "cache"
     prep = ["prepare", "--domain", "folder", "--root", str(data), "--out", str(cache), *DET]
     assert invoke_gmdf(*prep, "--frames", "2").returncode == 0
@@ -237,11 +243,7 @@ def test_prepare_and_robustness_refuse_to_resume_with_other_settings(weights: Pa
 
 
 def test_prepare_write_failure_is_not_recorded_as_bad_input(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    (data / "real").mkdir(parents=True)
-    (data / "fake").mkdir()
-    shutil.copy(ASTRONAUT, data / "real" / "a.png")
-    shutil.copy(ASTRONAUT, data / "fake" / "b.png")
+    data = _labelled(tmp_path, ASTRONAUT)
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "crops").write_text("a file where the crops folder should be: every crop write fails")

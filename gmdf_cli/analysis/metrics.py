@@ -49,6 +49,11 @@ def equal_error_rate(labels: Sequence[int] | np.ndarray, scores: Sequence[float]
     return ErrorRates(float((eer_far + eer_frr) / 2), float(threshold), float(eer_far), float(eer_frr))
 
 
+def finite_or_none(value: float) -> float | None:
+    """A metric as reported: None where it is undefined (NaN, e.g. AUC with one class only)."""
+    return None if value != value else float(value)
+
+
 def detection_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float = 0.5) -> dict[str, float]:
     """ACC at ``threshold``, AUC, AP, EER, and the counts, for one set of samples."""
     y, s = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)

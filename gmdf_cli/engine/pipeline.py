@@ -324,9 +324,10 @@ def aggregate(result: FileResult, threshold: float, band: rules.Band | None = No
         for face in frame.faces:
             if face.score is not None:
                 per_track.setdefault(face.track, []).append(face.score)
+    track_scores = {t: rules.file_score(s) for t, s in sorted(per_track.items())}
     result.tracks = [
-        TrackResult(t, rules.file_score(s), len(s), rules.verdict(rules.file_score(s), threshold, band))
-        for t, s in sorted(per_track.items())
+        TrackResult(t, score, len(per_track[t]), rules.verdict(score, threshold, band))
+        for t, score in track_scores.items()
     ]
     return result
 

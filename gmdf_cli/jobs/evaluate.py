@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..analysis.metrics import detection_metrics, m_eer, video_level
+from ..analysis.metrics import detection_metrics, finite_or_none, m_eer, video_level
 from ..data.cache import read_index
 from ..data.faces import DetectorOptions
 from ..data.media import Sampling, labelled_items
@@ -114,10 +114,6 @@ def score_folder(model: GMDF, request: EvalRequest, console: Console) -> tuple[d
     return {request.folder.name: scored}, unusable
 
 
-def _finite(value: float) -> float | None:
-    return None if value != value else float(value)
-
-
 def metrics_report(scored: dict[str, Scored], level: str, p_real: float | None, threshold: float) -> LevelMetrics:
     """One level's metrics per target domain, and M_EER over the domains that hold both classes."""
     domains: dict[str, DomainMetrics] = {}
@@ -128,14 +124,14 @@ def metrics_report(scored: dict[str, Scored], level: str, p_real: float | None, 
         domains[name] = DomainMetrics(
             int(m["n_real"]),
             int(m["n_fake"]),
-            _finite(m["acc"]),
-            _finite(m["auc"]),
-            _finite(m["ap"]),
-            _finite(m["eer"]),
+            finite_or_none(m["acc"]),
+            finite_or_none(m["auc"]),
+            finite_or_none(m["ap"]),
+            finite_or_none(m["eer"]),
         )
         if m["n_real"] and m["n_fake"]:
             usable[name] = (labels, scores)
-    value = _finite(m_eer(usable, p_real)) if usable else None
+    value = finite_or_none(m_eer(usable, p_real)) if usable else None
     return LevelMetrics(level, domains, value, p_real)  # type: ignore[arg-type]
 
 

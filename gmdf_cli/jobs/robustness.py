@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 
 from ..analysis.corruptions import CORRUPTIONS, corrupt_image, encode_h264
-from ..analysis.metrics import detection_metrics
+from ..analysis.metrics import detection_metrics, finite_or_none
 from ..data.cache import read_index
 from ..data.faces import DetectorOptions, Face, crop_face
 from ..data.media import Frame, MediaError, MediaItem, OpenedMedia, Sampling, labelled_items, read_frames, read_image
@@ -249,7 +249,7 @@ class Sweep:
         if not pairs:
             return SweepMetrics(None, None, 0)
         m = detection_metrics([p[0] for p in pairs], [p[1] for p in pairs], self.request.threshold)
-        return SweepMetrics(None if m["auc"] != m["auc"] else m["auc"], m["acc"], len(pairs))
+        return SweepMetrics(finite_or_none(m["auc"]), m["acc"], len(pairs))
 
     def _summarise(self, records: list[dict[str, Any]]) -> RobustnessReport:
         req = self.request

@@ -125,12 +125,13 @@ class _Outputs:
         if req.out is None:
             return
         out = req.out
-        if scanned:
+        if scanned:  # first the journal: the result is safe before the slower images are made
             self._try("results.jsonl", lambda: append_line(out / RESULTS_FILE, dumps(result, indent=None)))
         faces = faces_for(self.cam_model, result, req.report_faces, req.heatmaps) if scanned else []
         images = self._try("the images", lambda: write_artifacts(out, index, result, faces))
         self.images[index] = images or FileImages()
-        self._try("report.json", lambda: write_json(out / "report.json", report))
+        if scanned:  # a taken-over file is in report.json already: no rewrite per file taken over
+            self._try("report.json", lambda: write_json(out / "report.json", report))
 
     def close(self, report: ScanReport) -> None:
         if self.csv:

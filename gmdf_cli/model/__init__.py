@@ -5,9 +5,9 @@ Names are loaded on first use (PEP 562), so reading a config (``gmdf --help``) d
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_getattr
 from .config import CONFIGS, WILDCARD, GMDFConfig, TextConfig, VisionConfig, get_config, scaled_agg_layers
 
 if TYPE_CHECKING:
@@ -62,10 +62,7 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(_HOME[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME)
 
 
 __all__ = [

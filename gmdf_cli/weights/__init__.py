@@ -5,8 +5,9 @@ Names load on first use (PEP 562): the zoo and the card are read without importi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from .io import FORMAT, export_weights, load_checkpoint, load_weights, read_metadata, save_checkpoint
@@ -22,18 +23,25 @@ if TYPE_CHECKING:
         zoo,
     )
 
-_IO = ("FORMAT", "export_weights", "load_checkpoint", "load_weights", "read_metadata", "save_checkpoint")
-_ZOO = (
-    "DEFAULT_HUB_FILENAME",
-    "DEFAULT_WEIGHTS",
-    "SHIPPED_DIR",
-    "ZOO",
-    "ResolvedWeights",
-    "ZooEntry",
-    "cached_path",
-    "resolve_weights",
-    "zoo",
-)
+_HOME = {
+    **dict.fromkeys(
+        ["FORMAT", "export_weights", "load_checkpoint", "load_weights", "read_metadata", "save_checkpoint"], ".io"
+    ),
+    **dict.fromkeys(
+        [
+            "DEFAULT_HUB_FILENAME",
+            "DEFAULT_WEIGHTS",
+            "SHIPPED_DIR",
+            "ZOO",
+            "ResolvedWeights",
+            "ZooEntry",
+            "cached_path",
+            "resolve_weights",
+            "zoo",
+        ],
+        ".registry",
+    ),
+}
 __all__ = [
     "DEFAULT_HUB_FILENAME",
     "DEFAULT_WEIGHTS",
@@ -53,9 +61,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _IO:
-        return getattr(importlib.import_module(".io", __name__), name)
-    if name in _ZOO:
-        return getattr(importlib.import_module(".registry", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _HOME)

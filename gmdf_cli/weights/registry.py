@@ -155,14 +155,7 @@ def resolve_weights(spec: str, download: bool = True) -> ResolvedWeights:
     if local.is_file():
         return ResolvedWeights(local, local.name, sha256_file(local), "local")
     if spec.startswith("hf-hub:"):
-        parts = spec[len("hf-hub:") :].strip("/").split("/")
-        if len(parts) < 2 or not all(parts):
-            raise WeightsError(f"bad Hub reference {spec!r}; expected hf-hub:org/repo[/file.safetensors]")
-        repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or DEFAULT_HUB_FILENAME
-        revision = "main"
-        if "@" in filename:
-            filename, revision = filename.split("@", 1)
-        path = _hub_download(repo_id, filename, revision)
+        path = _hub_download(*_hub_reference(spec, WeightsError))
         return ResolvedWeights(path, spec, sha256_file(path), "hub")
     entries = zoo()
     if spec in entries:
@@ -180,10 +173,27 @@ def resolve_weights(spec: str, download: bool = True) -> ResolvedWeights:
         else:
             path = _hub_download(entry.repo_id, entry.filename, entry.revision)
         return ResolvedWeights(path, entry.name, _verified(path, entry.sha256, entry.name), "hub")
+    raise WeightsError(_unknown(spec, entries))
+
+
+def _hub_reference(spec: str, error: type[Exception]) -> tuple[str, str, str]:
+    """``hf-hub:org/repo[/path/file.safetensors][@revision]`` -> (repo_id, filename, revision); ``error`` else."""
+    parts = spec[len("hf-hub:") :].strip("/").split("/")
+    if len(parts) < 2 or not all(parts):
+        raise error(f"bad Hub reference {spec!r}; expected hf-hub:org/repo[/file.safetensors]")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or DEFAULT_HUB_FILENAME
+    revision = "main"
+    if "@" in filename:
+        filename, revision = filename.split("@", 1)
+    return repo_id, filename, revision
+
+
+def _unknown(spec: str, entries: dict[str, ZooEntry]) -> str:
+    """Why a ``--weights`` value that is no file, no Hub reference and no zoo name cannot be used."""
     if any(sep in spec for sep in ("/", "\\")) or spec.endswith(".safetensors"):
-        raise WeightsError(f"weights file not found: {spec}")
+        return f"weights file not found: {spec}"
     known = ", ".join(sorted(entries)) or "none registered"
-    raise WeightsError(f"unknown weights {spec!r}: not a file, not hf-hub:org/repo, not a zoo name ({known})")
+    return f"unknown weights {spec!r}: not a file, not hf-hub:org/repo, not a zoo name ({known})"
 
 
 def cached_path(entry: ZooEntry) -> Path | None:
@@ -200,16 +210,12 @@ def cached_path(entry: ZooEntry) -> Path | None:
 
 def check_spec(spec: str) -> None:
     """Fail early, without torch and without any download, on a ``--weights`` value that cannot work: a file path
-    that does not exist, a malformed Hub reference, a name the zoo does not know."""
-    local = Path(spec).expanduser()
-    if local.is_file() or spec in zoo():
+    that does not exist, a malformed Hub reference, a name the zoo does not know. ``resolve_weights`` says the same
+    things, later, as weights errors."""
+    entries = zoo()
+    if Path(spec).expanduser().is_file() or spec in entries:
         return
     if spec.startswith("hf-hub:"):
-        parts = spec[len("hf-hub:") :].strip("/").split("/")
-        if len(parts) < 2 or not all(parts):
-            raise UsageError(f"bad Hub reference {spec!r}; expected hf-hub:org/repo[/file.safetensors]")
+        _hub_reference(spec, UsageError)
         return
-    if any(sep in spec for sep in ("/", "\\")) or spec.endswith(".safetensors"):
-        raise UsageError(f"weights file not found: {spec}")
-    known = ", ".join(sorted(zoo())) or "none registered"
-    raise UsageError(f"unknown weights {spec!r}: not a file, not hf-hub:org/repo, not a zoo name ({known})")
+    raise UsageError(_unknown(spec, entries))
