@@ -307,7 +307,12 @@ def weights_path(name: str) -> None:
 
 # -- scan ----------------------------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option(
+    "--files-from",
+    metavar="LIST",
+    help="Also scan the paths in LIST, one per line ('-': standard input); missing ones become error rows.",
+)
 @weights_option
 @sampling_options
 @click.option(
@@ -321,13 +326,31 @@ def weights_path(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON report on stdout.")
 @click.option("--csv", "csv", type=click.Path(dir_okay=False, path_type=Path), help="One row per scored face.")
 @click.option(
-    "--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for report.json, report.html and plots."
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for results.jsonl (one row per file; a rerun finishes only the rest), report.json, report.html.",
 )
 @click.option("--heatmaps", is_flag=True, help="With --out: Grad-CAM overlays of the most suspicious faces.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model.")
+@click.option("--parquet", is_flag=True, help="With --out: also results.parquet (needs pyarrow: the ray extra).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes sharing the files, each with its own model (with --engine ray: scoring actors).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: Ray Data batch inference (pip install 'gmdf-cli[ray]'), decoding as tasks, the model as actors.",
+)
+@click.option("--address", help="--engine ray: the cluster ('auto', ray://HOST:10001); default: a local Ray.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the model (per worker).")
 @precision_option
 @device_option
-def scan(paths: tuple[str, ...], as_json: bool, threads: int | None, device: str, **options: Any) -> None:
+def scan(paths: tuple[str, ...], as_json: bool, device: str, **options: Any) -> None:
     """Tell whether the faces in videos, images or folders of them are deepfakes.
 
     \b
@@ -338,24 +361,30 @@ def scan(paths: tuple[str, ...], as_json: bool, threads: int | None, device: str
     2 usage error, 130 interrupted, 143 terminated (finished files are still written; rerun with the same
     --out to finish the rest).
     """
-    from .jobs.scan import ScanRequest, run_scan
+    from .jobs.scan import REPORT_MAX_FILES, ScanRequest, read_list, run_scan
     from .report.render import closing_lines, scan_table
     from .weights.registry import DEFAULT_WEIGHTS
 
     if options["heatmaps"] and options["out"] is None:
         raise click.UsageError("--heatmaps needs --out DIR")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    outcome = run_scan(ScanRequest(paths=list(paths), device=_device(device), **options), err)
+    if options["parquet"] and options["out"] is None:
+        raise click.UsageError("--parquet needs --out DIR")
+    if options["address"] and options["engine"] != "ray":
+        raise click.UsageError("--address is for --engine ray")
+    if not paths and not options["files_from"]:
+        raise click.UsageError("give PATHS to scan, or --files-from LIST")
+    listed = read_list(options["files_from"]) if options["files_from"] else []
+    outcome = run_scan(ScanRequest(list(paths), listed=listed, device=_device(device), as_json=as_json, **options), err)
+    files = outcome.report.files
     if as_json:
         _emit_json(outcome.report)
-    _show(scan_table(outcome.report.files), as_json)
-    for line in closing_lines(outcome.report, DEFAULT_WEIGHTS):
+    if len(files) == sum(outcome.counts.values()) and len(files) <= REPORT_MAX_FILES:
+        _show(scan_table(files), as_json)
+    for line in closing_lines(outcome.report, DEFAULT_WEIGHTS, outcome.counts, outcome.files_per_second):
         err.print(line, markup=False, soft_wrap=True)
     if options["out"] is not None:
-        err.print(f"report: {options['out'] / 'report.html'}", markup=False, soft_wrap=True)
+        name = "report.html" if files else "results.jsonl"
+        err.print(f"{name}: {options['out'] / name}", markup=False, soft_wrap=True)
     sys.exit(outcome.exit_code)
 
 

@@ -49,7 +49,7 @@ def assert_schema(output: str, data: object) -> None:
     jsonschema.validate(data, schema_for(output))
 
 
-def invoke_gmdf(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def invoke_gmdf(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess:
     """Run the CLI in this process (click's runner: stdout and stderr apart, the exit code as the shell sees it).
     Cheaper than ``run_gmdf`` by the start-up of a fresh Python with torch; use ``run_gmdf`` where a real process
     matters (signals, FFmpeg's own output, what gets imported)."""
@@ -57,7 +57,7 @@ def invoke_gmdf(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 
     from gmdf_cli.cli import cli
 
-    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    result = CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 

@@ -47,6 +47,9 @@ class EngineOptions:
     threads would only share the same cores)."""
     prefetch_frames: int = 16
     """Frames each decoding thread may run ahead of the model."""
+    crop_size: int | None = None
+    """Side of the face crops the model sees (None: the model's input size; set it where detection runs without
+    the model, as in Ray's decoding tasks)."""
 
 
 CropHook = Callable[[Frame, int, np.ndarray], np.ndarray]
@@ -76,6 +79,14 @@ class DetectedFrame:
     frame: Frame
     faces: list[Face]
     tracks: list[int]
+
+
+@dataclass
+class DetectedFile:
+    """A file through stage one (``Engine.detect_file``): its unscored result and one crop per face, in order."""
+
+    result: FileResult
+    crops: list[np.ndarray]
 
 
 @dataclass
@@ -152,6 +163,8 @@ class Engine:
         yield _Event(result, None, [], start=True)
         if media is not None:
             try:
+                stat = result.path.stat()
+                result.size, result.mtime_ns = stat.st_size, stat.st_mtime_ns
                 result.sha256 = sha256_file(result.path)
                 frames = job.frames() if job.frames is not None else read_frames(media)
                 detected = self.detect_frames(frames, media.kind == "image", job.faces, detector)
@@ -169,7 +182,7 @@ class Engine:
             result.media.height, result.media.width = frame.image.shape[:2]
         frame_result = FrameResult(frame.index, round(frame.time, 4))
         crops: list[tuple[FaceResult, np.ndarray, np.ndarray | None]] = []
-        size = self.model.config.vision.image_size if self.model is not None else DISPLAY_SIZE
+        size = self.options.crop_size or (self.model.config.vision.image_size if self.model else DISPLAY_SIZE)
         for number, (face, track) in enumerate(zip(found.faces, found.tracks, strict=True)):
             face_result = FaceResult([round(float(v), 1) for v in face.box], track, None, round(face.score, 4))
             frame_result.faces.append(face_result)
@@ -263,6 +276,34 @@ class Engine:
         self._flush()
         for done in waiting:
             yield aggregate(done, self.options.threshold, self.options.band)
+
+    # -- the two stages apart (Ray: decoding tasks on CPUs, the model in an actor pool) ----------------------------
+    def detect_file(self, job: Job | MediaItem) -> DetectedFile:
+        """Stage one without a model: open, decode, detect, track and crop one file. Its result has every frame and
+        face (unscored); ``crops`` holds one model-sized crop per face, in frame order."""
+        job, result, media = self._probe_job(job if isinstance(job, Job) else Job(job))
+        started = time.perf_counter()
+        crops: list[np.ndarray] = []
+        for event in self._file_events(job, result, media, self.detector):
+            if event.frame is not None:
+                result.frames.append(event.frame)
+                crops.extend(crop for _, crop, _ in event.crops)
+        result.seconds = round(time.perf_counter() - started, 3)
+        return DetectedFile(result, crops)
+
+    def score_files(self, files: Sequence[DetectedFile]) -> list[FileResult]:
+        """Stage two: score the faces of files detected by ``detect_file`` (batched across files, the same batch loop
+        and rule as ``run``) and aggregate each."""
+        for done in files:
+            if done.result.error:
+                continue
+            faces = [(frame, face) for frame in done.result.frames for face in frame.faces]
+            for (frame, face), crop in zip(faces, done.crops, strict=True):
+                self.queue.append(_Pending(done.result, frame, face, crop, None))
+                if len(self.queue) >= self.options.batch_size:
+                    self._flush()
+        self._flush()
+        return [aggregate(done.result, self.options.threshold, self.options.band) for done in files]
 
     def _probe_job(self, job: Job) -> tuple[Job, FileResult, OpenedMedia | None]:
         if job.media is not None:

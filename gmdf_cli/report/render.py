@@ -219,9 +219,10 @@ def _file_view(f: FileResult, pics: FileImages) -> dict[str, Any]:
     }
 
 
-def html_report(report: ScanReport, images: dict[int, FileImages]) -> str:
+def html_report(report: ScanReport, images: dict[int, FileImages], images_note: str | None = None) -> str:
     """A self-contained page (images inline), rendered from the typed report by the package's Jinja2 template with
-    autoescaping: every path, name and text of the report is data, never markup."""
+    autoescaping: every path, name and text of the report is data, never markup. ``images``: by position in
+    ``report.files`` (files without are shown without pictures, with ``images_note`` saying why)."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("gmdf_cli.report", "templates"), autoescape=select_autoescape(["j2"]))
@@ -240,6 +241,7 @@ def html_report(report: ScanReport, images: dict[int, FileImages]) -> str:
         band=next((f.band for f in files if f.band), None),
         failed=[(str(f.path), f.error) for f in files if f.verdict == "error"],
         skipped=report.skipped,
+        images_note=images_note,
     )
 
 
@@ -268,12 +270,17 @@ def scan_table(files: list[FileResult]) -> Table:
     return table
 
 
-def closing_lines(report: ScanReport, default_model: str) -> list[str]:
-    """Under the table: the count of each verdict, and the model card's caveat when the default detector ran."""
-    counts = ", ".join(f"{n} {verdict}" for verdict, n in _counts(report.files))
-    lines = [
-        f"{len(report.files)} file(s): {counts or 'none scanned'}" + (" (interrupted)" if report.interrupted else "")
-    ]
+def closing_lines(
+    report: ScanReport, default_model: str, counts: dict[str, int] | None = None, files_per_second: float = 0.0
+) -> list[str]:
+    """Under the table: the count of each verdict (of ``counts`` when the report holds no files: archives), the
+    speed, and the model card's caveat when the default detector ran."""
+    order = ("fake", "uncertain", "real", "no-face", "error")
+    tally = counts if counts is not None else dict(_counts(report.files))
+    total = sum(tally.values())
+    text = ", ".join(f"{tally[v]} {v}" for v in order if tally.get(v))
+    speed = f" at {files_per_second:.2f} files/s" if files_per_second > 0 else ""
+    lines = [f"{total} file(s): {text or 'none scanned'}{speed}" + (" (interrupted)" if report.interrupted else "")]
     card = report.model.card
     if report.model.name == default_model and card is not None:
         lines.append(f"note: {card.caveat}")

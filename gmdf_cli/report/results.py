@@ -81,6 +81,10 @@ class FileResult:
 
     path: Path
     sha256: str | None = None
+    size: int | None = None
+    """Bytes, and ``mtime_ns`` the modification time (ns since the epoch) when the file was read: a rerun takes a
+    finished file over without reading it again when both are unchanged (else when its sha256 is)."""
+    mtime_ns: int | None = None
     kind: str = "unknown"
     verdict: Verdict = "error"
     score: float | None = None

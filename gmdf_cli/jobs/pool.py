@@ -1,0 +1,209 @@
+"""``gmdf scan --workers N``: N processes on this machine share the files, each with its own detector (the whole
+engine: decoding, face detection, the model), the model's CPU threads shared out between them. The parent hands out
+small chunks of files as workers become free and writes every output itself, so the rows are those of one process.
+
+A worker that dies (killed, out of memory) costs only the files of its chunk not yet finished: they become error
+rows (a rerun tries them again) and a fresh worker takes its place. Workers die with the parent, even when it is
+killed with SIGKILL (Linux: ``PR_SET_PDEATHSIG``; elsewhere they notice within seconds)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import math
+import multiprocessing as mp
+import queue
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ..data.media import MediaItem
+from ..engine.pipeline import one_line
+from ..errors import EXIT_USAGE, GMDFError, UsageError
+from ..report.render import plain
+from ..report.results import FileResult
+from .scan import Done, Indexed, RunInfo, ScanRequest, cam_model, faces_for, open_detector, worker_threads
+
+CHUNK_MAX = 8
+"""Files handed to a worker at a time, at most (fewer near the end, so that workers finish together)."""
+POLL_SECONDS = 0.5
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker(wid: int, request: ScanRequest, threads: int, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+    """One worker: load the detector, say ready (or why not), then scan the chunks it is given until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent()
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    try:
+        detector = open_detector(request, Console(stderr=True), warn=lambda text: outbox.put(("warn", wid, text)))
+    except GMDFError as exc:
+        outbox.put(("failed", wid, str(exc), exc.exit_code))
+        return
+    outbox.put(("ready", wid, RunInfo.of(detector)))
+    try:
+        _serve(wid, request, detector, inbox, outbox)
+    except Exception as exc:  # a bug, not a bad file (the engine turns those into error rows): say it in one line
+        outbox.put(("crash", wid, one_line(exc)))
+
+
+def _serve(wid: int, request: ScanRequest, detector: Any, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+    cam = cam_model(request, detector)
+    parent = mp.parent_process()
+    while True:
+        try:
+            chunk = inbox.get(timeout=2.0)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return
+            continue
+        if chunk is None:
+            return
+        items = [MediaItem(Path(path), kind) for _, path, kind in chunk]
+        for (index, _, _), result in zip(chunk, detector.engine().run(items), strict=True):
+            faces = faces_for(cam, result, request.report_faces, request.heatmaps)
+            result.suspicious = []  # the crops travel inside ``faces`` when the report wants them
+            outbox.put(("done", wid, index, result, faces))
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    inbox: Queue[Any]
+    chunk: dict[int, MediaItem] = field(default_factory=dict)
+
+
+class PoolScanner:
+    """The scanner of ``--workers N`` (N >= 2): see the module's docstring."""
+
+    def __init__(self, request: ScanRequest, console: Console) -> None:
+        self.console = console
+        self.context = mp.get_context("spawn")  # fresh interpreters: no forked torch or OpenCV threads
+        self.outbox: Queue[Any] = self.context.Queue()
+        self.request = dataclasses.replace(request, paths=[], listed=[])  # each worker needs the settings only
+        self.threads = worker_threads(request)
+        self.workers: dict[int, _Worker] = {}
+        self.restarts = 2 * request.workers
+        self.warned: set[str] = set()
+        self.crashes: dict[int, str] = {}
+        try:
+            for wid in range(request.workers):
+                self._start(wid)
+            ready = [self._wait_ready(wid) for wid in range(request.workers)]
+        except BaseException:
+            self.close()
+            raise
+        self.info: RunInfo = ready[0]
+
+    def _start(self, wid: int) -> None:
+        inbox: Queue[Any] = self.context.Queue()
+        args = (wid, self.request, self.threads, inbox, self.outbox)
+        process = self.context.Process(target=_worker, args=args, name=f"gmdf-worker-{wid}", daemon=True)
+        process.start()
+        self.workers[wid] = _Worker(process, inbox)
+
+    def _wait_ready(self, wid: int) -> RunInfo:
+        """Wait for worker ``wid``'s detector (messages of the others are kept for later)."""
+        while True:
+            try:
+                message = self.outbox.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                process = self.workers[wid].process
+                if not process.is_alive():
+                    raise GMDFError(f"a scan worker stopped while loading (exit code {process.exitcode})") from None
+                continue
+            kind, sender = message[0], message[1]
+            if kind == "warn":
+                self._warn(message[2])
+            elif kind == "failed":
+                raise (UsageError if message[3] == EXIT_USAGE else GMDFError)(message[2])
+            elif kind == "ready" and sender == wid:
+                return message[2]
+            elif kind == "ready":
+                self.outbox.put(message)  # another worker's: read again when its turn comes
+
+    def _warn(self, text: str) -> None:
+        if text not in self.warned:
+            self.warned.add(text)
+            self.console.print(f"[yellow]warning:[/] {plain(text)}", soft_wrap=True)
+
+    def _give(self, worker: _Worker, chunks: deque[list[Indexed]]) -> None:
+        if chunks:
+            chunk = chunks.popleft()
+            worker.chunk = dict(chunk)
+            worker.inbox.put([(index, str(item.path), item.kind) for index, item in chunk])
+
+    def results(
+        self, items: list[Indexed], on_file: Callable[[FileResult], None], on_frame: Callable[[], None]
+    ) -> Iterator[Done]:
+        size = max(1, min(CHUNK_MAX, math.ceil(len(items) / (4 * len(self.workers)))))
+        chunks = deque(items[i : i + size] for i in range(0, len(items), size))
+        for worker in self.workers.values():
+            self._give(worker, chunks)
+        while any(w.chunk for w in self.workers.values()):
+            try:
+                message = self.outbox.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                yield from self._replace_dead(chunks)
+                continue
+            if message[0] == "warn":
+                self._warn(message[2])
+            elif message[0] == "crash":
+                self.crashes[message[1]] = message[2]
+            elif message[0] == "done":
+                _, wid, index, result, faces = message
+                worker = self.workers[wid]
+                if worker.chunk.pop(index, None) is None:
+                    continue  # a late word of a worker already replaced: its file has its row
+                yield index, result, faces
+                if not worker.chunk:
+                    self._give(worker, chunks)
+
+    def _replace_dead(self, chunks: deque[list[Indexed]]) -> Iterator[Done]:
+        """Error rows for the unfinished files of workers that died, and a fresh worker in each one's place."""
+        for wid, worker in list(self.workers.items()):
+            if worker.process.is_alive() or not worker.chunk:
+                continue
+            why = self.crashes.pop(wid, None) or f"exit code {worker.process.exitcode}"
+            reason = f"the worker process scanning it stopped ({why}); rerun to retry"
+            for index, item in worker.chunk.items():
+                yield index, FileResult(item.path, kind=item.kind, error=reason, threshold=self.info.threshold), []
+            worker.chunk = {}
+            if self.restarts <= 0:
+                raise GMDFError("scan workers keep stopping; rerun with the same --out to finish the rest")
+            self.restarts -= 1
+            self._start(wid)
+            self._wait_ready(wid)
+            self._give(self.workers[wid], chunks)
+
+    def close(self) -> None:
+        """Idle workers are told to stop; busy ones (an interrupt) are killed: their files are not finished."""
+        for worker in self.workers.values():
+            if worker.chunk:
+                worker.process.kill()
+            with contextlib.suppress(OSError, ValueError):
+                worker.inbox.put(None)
+        for worker in self.workers.values():
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+        self.workers.clear()
