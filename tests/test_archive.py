@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -259,3 +260,34 @@ def test_the_report_shows_images_of_the_most_suspicious_files_only(
     with_images = [i for i, section in enumerate(sections) if "data:image/png;base64" in section]
     scores = [f["score"] for f in json.loads((out / "report.json").read_text())["files"]]
     assert len(with_images) == 1 and scores[with_images[0]] == max(scores)
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The scan's worker processes (not multiprocessing's resource tracker)."""
+    return [c for c in _children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
+def test_a_dead_worker_costs_only_its_unfinished_files(weights: Path, tmp_path: Path) -> None:
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(6):
+        shutil.copy(ROOT / "examples" / "astronaut.mp4", folder / f"clip_{i}.mp4")
+    command = [sys.executable, "-m", "gmdf_cli", *_scan_args([str(folder)], out, weights, "--workers", "2")]
+    proc = subprocess.Popen([*command, "--frames", "8"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "results.jsonl").is_file() and (out / "results.jsonl").read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    os.kill(_workers_of(proc.pid)[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+    found = rows(out)
+    assert sorted(r["path"] for r in found) == sorted(str(p) for p in folder.iterdir())  # each once, none lost
+    lost = [r for r in found if r["verdict"] == "error"]
+    assert 1 <= len(lost) <= 2 and all("worker process scanning it stopped" in r["error"] for r in lost)
+    again = invoke_gmdf(*_scan_args([str(folder)], out, weights, "--frames", "8"))
+    assert again.returncode == 0 and f"resuming: {6 - len(lost)} of 6" in again.stderr
+    final = rows(out)
+    assert len(final) == 6 and len({r["path"] for r in final}) == 6 and all(r["verdict"] != "error" for r in final)

@@ -13,12 +13,14 @@ import ctypes
 import dataclasses
 import math
 import multiprocessing as mp
+import pickle
 import queue
 import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -44,7 +46,7 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _worker(wid: int, request: ScanRequest, threads: int, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+def _worker(wid: int, request: ScanRequest, threads: int, inbox: Queue[Any], outbox: Connection) -> None:
     """One worker: load the detector, say ready (or why not), then scan the chunks it is given until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent()
@@ -54,18 +56,18 @@ def _worker(wid: int, request: ScanRequest, threads: int, inbox: Queue[Any], out
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     try:
-        detector = open_detector(request, Console(stderr=True), warn=lambda text: outbox.put(("warn", wid, text)))
+        detector = open_detector(request, Console(stderr=True), warn=lambda text: outbox.send(("warn", text)))
     except GMDFError as exc:
-        outbox.put(("failed", wid, str(exc), exc.exit_code))
+        outbox.send(("failed", str(exc), exc.exit_code))
         return
-    outbox.put(("ready", wid, RunInfo.of(detector)))
+    outbox.send(("ready", RunInfo.of(detector)))
     try:
-        _serve(wid, request, detector, inbox, outbox)
+        _serve(request, detector, inbox, outbox)
     except Exception as exc:  # a bug, not a bad file (the engine turns those into error rows): say it in one line
-        outbox.put(("crash", wid, one_line(exc)))
+        outbox.send(("crash", one_line(exc)))
 
 
-def _serve(wid: int, request: ScanRequest, detector: Any, inbox: Queue[Any], outbox: Queue[Any]) -> None:
+def _serve(request: ScanRequest, detector: Any, inbox: Queue[Any], outbox: Connection) -> None:
     cam = cam_model(request, detector)
     parent = mp.parent_process()
     while True:
@@ -81,14 +83,19 @@ def _serve(wid: int, request: ScanRequest, detector: Any, inbox: Queue[Any], out
         for (index, _, _), result in zip(chunk, detector.engine().run(items), strict=True):
             faces = faces_for(cam, result, request.report_faces, request.heatmaps)
             result.suspicious = []  # the crops travel inside ``faces`` when the report wants them
-            outbox.put(("done", wid, index, result, faces))
+            outbox.send(("done", index, result, faces))
 
 
 @dataclass
 class _Worker:
+    """A worker process, the queue it reads chunks from, and its own pipe back: a worker killed while it writes
+    can only break its own pipe (a shared queue's lock would be lost with it, and every other worker would hang)."""
+
     process: BaseProcess
     inbox: Queue[Any]
+    outbox: Connection
     chunk: dict[int, MediaItem] = field(default_factory=dict)
+    crash: str | None = None
 
 
 class PoolScanner:
@@ -97,13 +104,11 @@ class PoolScanner:
     def __init__(self, request: ScanRequest, console: Console) -> None:
         self.console = console
         self.context = mp.get_context("spawn")  # fresh interpreters: no forked torch or OpenCV threads
-        self.outbox: Queue[Any] = self.context.Queue()
         self.request = dataclasses.replace(request, paths=[], listed=[])  # each worker needs the settings only
         self.threads = worker_threads(request)
         self.workers: dict[int, _Worker] = {}
         self.restarts = 2 * request.workers
         self.warned: set[str] = set()
-        self.crashes: dict[int, str] = {}
         try:
             for wid in range(request.workers):
                 self._start(wid)
@@ -115,30 +120,35 @@ class PoolScanner:
 
     def _start(self, wid: int) -> None:
         inbox: Queue[Any] = self.context.Queue()
-        args = (wid, self.request, self.threads, inbox, self.outbox)
+        reader, writer = self.context.Pipe(duplex=False)
+        args = (wid, self.request, self.threads, inbox, writer)
         process = self.context.Process(target=_worker, args=args, name=f"gmdf-worker-{wid}", daemon=True)
         process.start()
-        self.workers[wid] = _Worker(process, inbox)
+        writer.close()  # the worker holds the only write end: its death reads as the end of the pipe
+        self.workers[wid] = _Worker(process, inbox, reader)
+
+    def _receive(self, worker: _Worker) -> tuple[Any, ...] | None:
+        """The worker's next message, or None when its pipe ended (it died, or was killed while writing)."""
+        try:
+            message: tuple[Any, ...] = worker.outbox.recv()
+            return message
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return None
 
     def _wait_ready(self, wid: int) -> RunInfo:
-        """Wait for worker ``wid``'s detector (messages of the others are kept for later)."""
+        worker = self.workers[wid]
         while True:
-            try:
-                message = self.outbox.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                process = self.workers[wid].process
-                if not process.is_alive():
-                    raise GMDFError(f"a scan worker stopped while loading (exit code {process.exitcode})") from None
-                continue
-            kind, sender = message[0], message[1]
-            if kind == "warn":
-                self._warn(message[2])
-            elif kind == "failed":
-                raise (UsageError if message[3] == EXIT_USAGE else GMDFError)(message[2])
-            elif kind == "ready" and sender == wid:
-                return message[2]
-            elif kind == "ready":
-                self.outbox.put(message)  # another worker's: read again when its turn comes
+            message = self._receive(worker)
+            if message is None:
+                code = worker.process.exitcode
+                raise GMDFError(f"a scan worker stopped while loading (exit code {code})")
+            if message[0] == "warn":
+                self._warn(message[1])
+            elif message[0] == "failed":
+                raise (UsageError if message[2] == EXIT_USAGE else GMDFError)(message[1])
+            elif message[0] == "ready":
+                info: RunInfo = message[1]
+                return info
 
     def _warn(self, text: str) -> None:
         if text not in self.warned:
@@ -158,41 +168,38 @@ class PoolScanner:
         chunks = deque(items[i : i + size] for i in range(0, len(items), size))
         for worker in self.workers.values():
             self._give(worker, chunks)
-        while any(w.chunk for w in self.workers.values()):
-            try:
-                message = self.outbox.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                yield from self._replace_dead(chunks)
-                continue
-            if message[0] == "warn":
-                self._warn(message[2])
-            elif message[0] == "crash":
-                self.crashes[message[1]] = message[2]
-            elif message[0] == "done":
-                _, wid, index, result, faces = message
-                worker = self.workers[wid]
-                if worker.chunk.pop(index, None) is None:
-                    continue  # a late word of a worker already replaced: its file has its row
-                yield index, result, faces
-                if not worker.chunk:
-                    self._give(worker, chunks)
+        while busy := {w.outbox: w for w in self.workers.values() if w.chunk}:
+            for ready in wait(list(busy), timeout=POLL_SECONDS):
+                worker = busy[ready]  # type: ignore[index]
+                message = self._receive(worker)
+                if message is None:
+                    worker.process.join(timeout=5)
+                    yield from self._replace(worker, chunks)
+                elif message[0] == "warn":
+                    self._warn(message[1])
+                elif message[0] == "crash":
+                    worker.crash = message[1]
+                elif message[0] == "done":
+                    _, index, result, faces = message
+                    worker.chunk.pop(index, None)
+                    yield index, result, faces
+                    if not worker.chunk:
+                        self._give(worker, chunks)
 
-    def _replace_dead(self, chunks: deque[list[Indexed]]) -> Iterator[Done]:
-        """Error rows for the unfinished files of workers that died, and a fresh worker in each one's place."""
-        for wid, worker in list(self.workers.items()):
-            if worker.process.is_alive() or not worker.chunk:
-                continue
-            why = self.crashes.pop(wid, None) or f"exit code {worker.process.exitcode}"
-            reason = f"the worker process scanning it stopped ({why}); rerun to retry"
-            for index, item in worker.chunk.items():
-                yield index, FileResult(item.path, kind=item.kind, error=reason, threshold=self.info.threshold), []
-            worker.chunk = {}
-            if self.restarts <= 0:
-                raise GMDFError("scan workers keep stopping; rerun with the same --out to finish the rest")
-            self.restarts -= 1
-            self._start(wid)
-            self._wait_ready(wid)
-            self._give(self.workers[wid], chunks)
+    def _replace(self, worker: _Worker, chunks: deque[list[Indexed]]) -> Iterator[Done]:
+        """Error rows for the unfinished files of a worker that died, and a fresh worker in its place."""
+        why = worker.crash or f"exit code {worker.process.exitcode}"
+        reason = f"the worker process scanning it stopped ({why}); rerun to retry"
+        for index, item in worker.chunk.items():
+            yield index, FileResult(item.path, kind=item.kind, error=reason, threshold=self.info.threshold), []
+        worker.chunk = {}
+        if self.restarts <= 0:
+            raise GMDFError("scan workers keep stopping; rerun with the same --out to finish the rest")
+        self.restarts -= 1
+        wid = next(w for w, x in self.workers.items() if x is worker)
+        self._start(wid)
+        self._wait_ready(wid)
+        self._give(self.workers[wid], chunks)
 
     def close(self) -> None:
         """Idle workers are told to stop; busy ones (an interrupt) are killed: their files are not finished."""
@@ -206,4 +213,5 @@ class PoolScanner:
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join(timeout=5)
+            worker.outbox.close()
         self.workers.clear()
