@@ -20,7 +20,7 @@ from .data import DETECTION_SIDE
 from .data.datasets import LAYOUTS
 from .data.detectors import DETECTORS, DetectorOptions
 from .data.media import Sampling
-from .data.synth import KINDS
+from .data.synth import KINDS, MASKS
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, GMDFError, Terminated
 from .model.config import CONFIG_HELP, CONFIGS
 from .report.render import plain
@@ -444,6 +444,13 @@ def prepare(device: str, **options: Any) -> None:
     help="Input files per group; cross blends take donor faces from their own group only.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--mask",
+    type=click.Choice(list(MASKS)),
+    default="hull",
+    show_default=True,
+    help="Blending mask: hull of the face's 68 landmarks (SBI's), or ellipse over the detector box.",
+)
 @detector_options
 @device_option
 def synth(kinds: str, device: str, **options: Any) -> None:

@@ -11,7 +11,8 @@ import numpy as np
 from rich.console import Console
 
 from gmdf_cli.data.cache import read_index
-from gmdf_cli.data.synth import _jitter, cross_blend, donor_groups, self_blend, soft_mask
+from gmdf_cli.data.landmarks import landmarks, load_landmark_net
+from gmdf_cli.data.synth import _jitter, cross_blend, donor_groups, hull_mask, self_blend, soft_mask
 from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 from gmdf_cli.jobs.synth import SynthRequest, run_synth
 
@@ -37,6 +38,29 @@ def test_forgeries_change_the_face_region_only() -> None:
         assert fake.shape == image.shape and fake.dtype == np.uint8
         assert np.array_equal(fake[outside], image[outside])
         assert np.abs(fake[80:180, 200:270].astype(int) - image[80:180, 200:270]).mean() > 2
+
+
+def test_the_hull_mask_follows_the_face_outline_not_the_box() -> None:
+    image = cv2.imread(str(ASTRONAUT))
+    points = landmarks(load_landmark_net(), image, BOX)
+    chin, height = points[8], float(np.ptp(points[:, 1]))
+    for seed in range(8):
+        mask = hull_mask(image.shape[:2], points, np.random.default_rng(seed))
+        peak = mask.max()
+        nose = mask[int(points[30, 1]), int(points[30, 0])]
+        assert peak > 0.2 and nose > 0.9 * peak  # the nose tip lies well inside
+        assert mask[int(chin[1] + 0.25 * height) :].max() == 0  # nothing a quarter face below the chin
+        brows = int(points[17:27, 1].min() - 0.25 * height)
+        assert mask[:brows].max() == 0  # nor a quarter face above the brows
+        ellipse = soft_mask(image.shape[:2], BOX, np.random.default_rng(seed)) > 0.05
+        inside = mask > 0.05
+        assert (inside & ellipse).sum() / (inside | ellipse).sum() < 0.9  # another region than the box's ellipse
+    fake = self_blend(image, BOX, np.random.default_rng(0), points)
+    changed = np.abs(fake.astype(int) - image).max(-1) > 0
+    ys = np.nonzero(changed)[0]
+    assert changed.any() and ys.max() < chin[1] + 0.25 * height and ys.min() > brows
+    boxed = np.abs(self_blend(image, BOX, np.random.default_rng(0)).astype(int) - image).max(-1) > 0
+    assert (changed & boxed).sum() / (changed | boxed).sum() < 0.9  # with landmarks, the blend follows them
 
 
 def test_the_blended_source_is_made_coarser_or_sharper_than_the_face_it_covers() -> None:

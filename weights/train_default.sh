@@ -35,8 +35,8 @@ ln -sfn "$MEDIA/stylegan_basemax/fake" "$WORK/pool/images/fake/stylegan"
 
 # 2. Cross-identity blends made from the real videos (gmdf synth): the videos are dealt into pairs (an odd one
 #    joins a pair), each blends only its group's faces, and prepare splits by group, so no held-out face is ever
-#    seen in training.
-gmdf synth --root "$WORK/pool/videos" --out "$WORK/cross" --kind cross --frames 12 --group-size 2 --seed 0 \
+#    seen in training. --mask ellipse: the shipped file was made before the landmark-hull mask existed.
+gmdf synth --root "$WORK/pool/videos" --out "$WORK/cross" --kind cross --mask ellipse --frames 12 --group-size 2 --seed 0 \
   "${DETECTOR[@]}"
 
 # 3. Face crops, split by identity (one cache, one domain per source).

@@ -14,8 +14,9 @@ import numpy as np
 from rich.console import Console
 
 from ..data.faces import DetectorOptions, Face
+from ..data.landmarks import landmarks, load_landmark_net
 from ..data.media import MediaError, Sampling, discover, open_media, read_frames
-from ..data.synth import KINDS, cross_blend, donor_groups, self_blend
+from ..data.synth import KINDS, MASKS, cross_blend, donor_groups, self_blend
 from ..engine import Engine, EngineOptions
 from ..errors import UsageError
 from ..fileio import write_text_atomic
@@ -36,6 +37,8 @@ class SynthRequest:
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     device: str = "cpu"
     """The face detector's device (resolved by the caller)."""
+    mask: str = "hull"
+    """``hull``: blend inside the convex hull of the face's 68 landmarks (SBI's mask); ``ellipse``: over the box."""
 
 
 def _source_name(path: Path, root: Path) -> str:
@@ -87,6 +90,7 @@ def _write_forgeries(
     groups = donor_groups(sources, request.group_size, rng)
     donors = {n: [f for f in faces if f[0] != n and groups[f[0]] == groups[n]] for n in sources}
     counts = {"real": 0, **{k: 0 for k in request.kinds}}
+    net = load_landmark_net() if request.mask == "hull" else None
     with progress_bar(console, "frames") as progress:
         task = progress.add_task("synthesising", total=len(faces))
         for name, index, image, face in faces:
@@ -96,14 +100,16 @@ def _write_forgeries(
             counts["real"] += 1
             fake_dir = request.out / "fake" / groups[name] / name
             fake_dir.mkdir(parents=True, exist_ok=True)
+            points = landmarks(net, image, face.box) if net is not None else None
             for k in range(request.per_frame):
                 if "sbi" in request.kinds:
-                    cv2.imwrite(str(fake_dir / f"{index:06d}_sbi{k}.png"), self_blend(image, face.box, rng))
+                    blend = self_blend(image, face.box, rng, points)
+                    cv2.imwrite(str(fake_dir / f"{index:06d}_sbi{k}.png"), blend)
                     counts["sbi"] += 1
                 if "cross" in request.kinds:
                     others = donors[name]
                     donor = others[int(rng.integers(len(others)))]
-                    blend = cross_blend(image, face.box, donor[2], donor[3].box, rng)
+                    blend = cross_blend(image, face.box, donor[2], donor[3].box, rng, points)
                     cv2.imwrite(str(fake_dir / f"{index:06d}_cross{k}.png"), blend)
                     counts["cross"] += 1
             progress.advance(task)
@@ -114,6 +120,8 @@ def run_synth(request: SynthRequest, console: Console) -> dict[str, Any]:
     bad = [k for k in request.kinds if k not in KINDS]
     if bad:
         raise UsageError(f"unknown forgery kinds {bad}; choose from {', '.join(KINDS)}")
+    if request.mask not in MASKS:
+        raise UsageError(f"unknown mask {request.mask!r}; choose from {', '.join(MASKS)}")
     faces, skipped = _find_faces(request, console)
     groups, counts = _write_forgeries(request, faces, console)
     sources = sorted(groups)
