@@ -524,6 +524,13 @@ def synth(kinds: str, device: str, **options: Any) -> None:
     is_flag=True,
     help="Add a 'blend' domain: real training crops against self-blended fakes made from them at every step.",
 )
+@click.option(
+    "--blend-mask",
+    type=click.Choice(list(MASKS)),
+    default="hull",
+    show_default=True,
+    help="--online-blend's mask: hull of the crop's 68 landmarks (SBI's), or ellipse over its face box.",
+)
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="Data-loader processes (same batches for any).")
 @precision_option
 @device_option

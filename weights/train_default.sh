@@ -49,5 +49,5 @@ gmdf prepare --domain folder --root "$WORK/cross" --name cross --group-by '^[^/]
 gmdf prepare --domain folder --root "$WORK/pool/images" --name images --out "$CACHE" "${DETECTOR[@]}"
 
 # 4. GM-DF meta-learning on the four domains plus self-blends made on the fly ("blend"), with augmentation.
-gmdf train --config cnn-small --domains celeb,ffpp,cross,images --online-blend --augment \
+gmdf train --config cnn-small --domains celeb,ffpp,cross,images --online-blend --blend-mask ellipse --augment \
   --data "$CACHE" --out "$WORK/run" --epochs 20 --steps-per-epoch 100 --batch-size 30 --seed 0 "$@"

@@ -3,12 +3,15 @@ the wild. Everything draws from one ``numpy`` generator seeded per batch by the 
 same images.
 
 - :func:`online_blend` turns a cached *real* face crop into a self-blended fake (``gmdf synth``'s SBI applied to
-  the crop itself): every step sees new blends, where an offline set repeats the same few hundred.
+  the crop itself): every step sees new blends, where an offline set repeats the same few hundred. Its mask is the
+  hull of the crop's 68 landmarks (found by the ported face-api net, one per process) or an ellipse over the face box.
 - :func:`degrade` is applied after blending, to real and fake alike, so a compression or blur never tells the
   classes apart: random resized crop, brightness/contrast/saturation, blur, down-and-up scaling, JPEG.
 """
 
 from __future__ import annotations
+
+import functools
 
 import cv2
 import numpy as np
@@ -28,9 +31,23 @@ def crop_face_box(size: int) -> tuple[float, float, float, float]:
     return (c - 0.425 * side, c - side / 2, c + 0.425 * side, c + side / 2)
 
 
-def online_blend(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(S, S, 3) uint8 real crop -> its self-blended forgery, same shape."""
-    return self_blend(image, crop_face_box(image.shape[0]), rng)
+@functools.cache
+def _landmark_net() -> object:
+    from ..data.landmarks import load_landmark_net
+
+    return load_landmark_net()
+
+
+def online_blend(image: np.ndarray, rng: np.random.Generator, mask: str = "hull") -> np.ndarray:
+    """(S, S, 3) uint8 real crop -> its self-blended forgery, same shape; ``mask`` ``hull`` (the landmarks') or
+    ``ellipse`` (over the face box)."""
+    box = crop_face_box(image.shape[0])
+    points = None
+    if mask == "hull":
+        from ..data.landmarks import landmarks
+
+        points = landmarks(_landmark_net(), image, box)  # type: ignore[arg-type]
+    return self_blend(image, box, rng, points)
 
 
 def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -35,12 +35,13 @@ class CropTransform:
     rank: int
     world: int
     augment: bool
+    mask: str = "hull"
 
     def __call__(self, i: int, image: np.ndarray) -> np.ndarray:
         index = i * self.world + self.rank
         rng = np.random.default_rng([self.seed, index])
         if self.blend[index]:
-            image = online_blend(image, rng)
+            image = online_blend(image, rng, self.mask)
         return degrade(image, rng) if self.augment else image
 
 
@@ -129,6 +130,7 @@ class StepPlanner:
         online_blend: bool,
         rank: int = 0,
         world: int = 1,
+        blend_mask: str = "hull",
     ) -> None:
         self.sampler = sampler
         self.gen = generator
@@ -139,6 +141,7 @@ class StepPlanner:
         self.baseline = baseline
         self.augment = augment
         self.online_blend = online_blend
+        self.blend_mask = blend_mask
         self.rank = rank
         self.world = world
 
@@ -156,7 +159,7 @@ class StepPlanner:
         if self.augment or self.online_blend:
             seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
             blend = tuple(c.domain == ONLINE_DOMAIN and c.label == 1 for c in crops)
-            transform = CropTransform(seed, blend, self.rank, self.world, self.augment)
+            transform = CropTransform(seed, blend, self.rank, self.world, self.augment, self.blend_mask)
         r, w = self.rank, self.world
         return PartPlan(tuple(crops[r::w]), flip[r::w], mask[r::w], domain, transform)
 

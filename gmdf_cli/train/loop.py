@@ -101,6 +101,8 @@ class TrainRequest:
     online_blend: bool = False
     """Add the ``blend`` domain: the real training crops of all domains against self-blends of them made anew
     at every step."""
+    blend_mask: str = "hull"
+    """The online blends' mask: ``hull`` of the crop's 68 landmarks (SBI's), or ``ellipse`` over its face box."""
 
     @property
     def learning_rate(self) -> float:
@@ -321,6 +323,7 @@ class Trainer:
             online_blend=request.online_blend,
             rank=self.dist.rank,
             world=self.dist.world,
+            blend_mask=request.blend_mask,
         )
         self.plan_state = self.planner.state()
 
@@ -579,4 +582,6 @@ def load_request(run: Path) -> TrainRequest:
     path = run / "run.json"
     if not path.is_file():
         raise UsageError(f"nothing to resume in {run}: no run.json")
-    return TrainRequest(**json.loads(path.read_text()))
+    stored = json.loads(path.read_text())
+    stored.setdefault("blend_mask", "ellipse")  # runs recorded before the landmark hull blended with the ellipse
+    return TrainRequest(**stored)
