@@ -116,6 +116,17 @@ def _show(table: Table, as_json: bool = False) -> None:
     (err if as_json else out).print(table)
 
 
+def mask_option(flag: str, what: str) -> Any:
+    """A self-blend mask choice: the hull of the face's 68 landmarks (SBI's) or an ellipse over its box."""
+    return click.option(
+        flag,
+        type=click.Choice(list(MASKS)),
+        default="hull",
+        show_default=True,
+        help=f"{what}: hull of the face's 68 landmarks (SBI's), or ellipse over its detector box.",
+    )
+
+
 def json_option(f: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")(f)
 
@@ -444,13 +455,7 @@ def prepare(device: str, **options: Any) -> None:
     help="Input files per group; cross blends take donor faces from their own group only.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--mask",
-    type=click.Choice(list(MASKS)),
-    default="hull",
-    show_default=True,
-    help="Blending mask: hull of the face's 68 landmarks (SBI's), or ellipse over the detector box.",
-)
+@mask_option("--mask", "Blending mask")
 @detector_options
 @device_option
 def synth(kinds: str, device: str, **options: Any) -> None:
@@ -524,13 +529,7 @@ def synth(kinds: str, device: str, **options: Any) -> None:
     is_flag=True,
     help="Add a 'blend' domain: real training crops against self-blended fakes made from them at every step.",
 )
-@click.option(
-    "--blend-mask",
-    type=click.Choice(list(MASKS)),
-    default="hull",
-    show_default=True,
-    help="--online-blend's mask: hull of the crop's 68 landmarks (SBI's), or ellipse over its face box.",
-)
+@mask_option("--blend-mask", "--online-blend's mask")
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="Data-loader processes (same batches for any).")
 @precision_option
 @device_option
