@@ -9,6 +9,7 @@ the settings every row was made with), ``summary.json`` (counts and speed, at th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from rich.console import Console
 
@@ -238,6 +239,7 @@ class _Outputs:
         self.images: dict[int, FileImages] = {}
         self.counts: dict[str, int] = {}
         self.scanned = 0
+        self.files_per_second = 0.0
         self.written_at = self.write_cost = 0.0
         csv_path = request.csv
         self.csv = self._try("the CSV", lambda: CsvWriter(csv_path)) if csv_path is not None else None
@@ -269,7 +271,8 @@ class _Outputs:
                 images = self._try("the images", lambda: write_artifacts(out, index, result, faces))
                 self._keep_images(index, result, images or FileImages())
         result.suspicious = []  # the crops are drawn: free them
-        if scanned and self.keep and time.monotonic() - self.written_at >= 10 * self.write_cost:
+        due = time.monotonic() - self.written_at >= 10 * self.write_cost
+        if scanned and self.keep and req.out is not None and due:
             self.write_report()
 
     def _keep_images(self, index: int, result: FileResult, images: FileImages) -> None:
@@ -284,25 +287,27 @@ class _Outputs:
             del self.images[min(self.images, key=score)]
 
     def write_report(self) -> None:
-        out = self.request.out
-        if out is None or not self.keep:
+        """Put the kept results into the report in input order, and rewrite report.json with them."""
+        if not self.keep:
             return
         self.report.files = [self.files[i] for i in sorted(self.files)]
+        out = self.request.out
+        if out is None:
+            return
         started = time.monotonic()
         self._try("report.json", lambda: write_json(out / "report.json", self.report))
         self.written_at = time.monotonic()
         self.write_cost = self.written_at - started
 
     def close(self, seconds: float) -> None:
-        scanned = self.scanned
-        self.report.files = [self.files[i] for i in sorted(self.files)]
+        self.files_per_second = self.scanned / seconds if seconds > 0 else 0.0
         if self.csv:
             self._try("the CSV", self.csv.close)
+        self.write_report()
         out = self.request.out
         if out is None:
             return
         if self.keep:
-            self.write_report()
             order = sorted(self.files)
             images = {pos: self.images[i] for pos, i in enumerate(order) if i in self.images}
             note = None
@@ -318,9 +323,9 @@ class _Outputs:
             "interrupted": self.report.interrupted,
             "files": sum(self.counts.values()),
             "verdicts": self.counts,
-            "scanned_this_run": scanned,
+            "scanned_this_run": self.scanned,
             "seconds": round(seconds, 3),
-            "files_per_second": round(scanned / seconds, 4) if seconds > 0 else None,
+            "files_per_second": round(self.files_per_second, 4) if seconds > 0 else None,
             "engine": self.request.engine,
             "workers": self.request.workers,
         }
@@ -364,21 +369,23 @@ class _Row:
     sha256: str | None
 
 
-def _finished(request: ScanRequest, info: RunInfo) -> dict[str, _Row]:
+def _finished(request: ScanRequest, info: RunInfo) -> tuple[dict[str, _Row], int]:
     """The files an earlier scan into the same ``out`` finished, when it ran with the same settings (refused
-    otherwise); an empty dict for a new ``out``. A line cut short by a kill is left out."""
+    otherwise), and the number of lines its journal holds; nothing for a new ``out``. A line cut short by a kill is
+    left out (and counted: the journal is then rewritten without it)."""
     if request.out is None:
-        return {}
+        return {}, 0
     request.out.mkdir(parents=True, exist_ok=True)
     refusal = f"{request.out} holds a scan made with other settings; use another --out, or delete it to start again"
     record_settings(request.out / SETTINGS_FILE, request.settings(info), refusal)
     done: dict[str, _Row] = {}
     journal = request.out / RESULTS_FILE
     if not journal.is_file():
-        return done
-    offset = 0
+        return done, 0
+    offset = lines = 0
     with open(journal, "rb") as fh:
         for line in fh:
+            lines += 1
             try:
                 row = json.loads(line) if line.endswith(b"\n") else None
                 if isinstance(row, dict) and isinstance(row.get("path"), str):
@@ -389,14 +396,13 @@ def _finished(request: ScanRequest, info: RunInfo) -> dict[str, _Row]:
             except ValueError:
                 pass
             offset += len(line)
-    return done
+    return done, lines
 
 
-def _read_row(journal: Path, row: _Row) -> FileResult | None:
+def _read_row(journal: BinaryIO, row: _Row) -> FileResult | None:
     try:
-        with open(journal, "rb") as fh:
-            fh.seek(row.offset)
-            return from_jsonable(FileResult, json.loads(fh.read(row.length)))
+        journal.seek(row.offset)
+        return from_jsonable(FileResult, json.loads(journal.read(row.length)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -412,24 +418,29 @@ def _compact(journal: Path, keep: dict[str, _Row]) -> None:
             new.write(old.read(row.length))
 
 
-def _take_over(items: list[Indexed], finished: dict[str, _Row], outputs: _Outputs, console: Console) -> list[Indexed]:
+def _take_over(
+    items: list[Indexed], finished: dict[str, _Row], lines: int, outputs: _Outputs, console: Console
+) -> list[Indexed]:
     """Put the files an earlier run finished (same path, same content, no error) into the outputs; return the
-    others. Files that failed are tried again: a failure may have been the machine's (a worker killed)."""
+    others. Files that failed are tried again: a failure may have been the machine's (a worker killed). The journal
+    (``lines`` long) is rewritten when a line of it is to go."""
     out = outputs.request.out
     todo: list[Indexed] = []
     taken = 0
-    for index, item in items:
-        row = finished.get(str(item.path))
-        done = None
-        if out is not None and row is not None and row.verdict != "error" and _unchanged(item.path, row):
-            done = _read_row(out / RESULTS_FILE, row)
-        if done is not None:
-            outputs.add(index, done, [], scanned=False)
-            taken += 1
-        else:
-            finished.pop(str(item.path), None)
-            todo.append((index, item))
-    if out is not None and (out / RESULTS_FILE).is_file():
+    with contextlib.ExitStack() as stack:
+        journal = stack.enter_context(open(out / RESULTS_FILE, "rb")) if out is not None and finished else None
+        for index, item in items:
+            row = finished.get(str(item.path))
+            done = None
+            if journal is not None and row is not None and row.verdict != "error" and _unchanged(item.path, row):
+                done = _read_row(journal, row)
+            if done is not None:
+                outputs.add(index, done, [], scanned=False)
+                taken += 1
+            else:
+                finished.pop(str(item.path), None)
+                todo.append((index, item))
+    if out is not None and len(finished) < lines:
         outputs._try("results.jsonl", lambda: _compact(out / RESULTS_FILE, finished))
     if taken:
         console.print(f"resuming: {taken} of {len(items)} files already done", soft_wrap=True)
@@ -491,7 +502,7 @@ def _run(
     console: Console,
 ) -> ScanOutcome:
     info = scanner.info
-    finished = _finished(request, info)
+    finished, lines = _finished(request, info)
     report = ScanReport(
         version=__version__,
         started=now(),
@@ -505,7 +516,7 @@ def _run(
     exit_code = EXIT_OK
     started = time.monotonic()
     try:
-        todo = _take_over(items, finished, outputs, console)
+        todo = _take_over(items, finished, lines, outputs, console)
         for index, item in [t for t in todo if t[1].path in missing]:
             gone = FileResult(item.path, error="no such file or directory", threshold=info.threshold)
             console.print(f"[red]error:[/] {plain(str(item.path))}: no such file or directory", soft_wrap=True)
@@ -521,8 +532,7 @@ def _run(
         outputs.close(seconds)
     if exit_code == EXIT_OK and (outputs.failed or outputs.counts.get("error")):
         exit_code = EXIT_FAILURE
-    rate = outputs.scanned / seconds if seconds > 0 else 0.0
-    return ScanOutcome(report, exit_code, rate, dict(outputs.counts))
+    return ScanOutcome(report, exit_code, outputs.files_per_second, dict(outputs.counts))
 
 
 def _scan_files(scanner: Scanner, todo: list[Indexed], outputs: _Outputs, console: Console) -> None:

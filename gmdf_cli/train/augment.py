@@ -12,12 +12,16 @@ same images.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from ..data.faces import CROP_SCALE
 from ..data.synth import self_blend
+
+if TYPE_CHECKING:
+    from ..data.landmarks import FaceLandmark68Net
 
 ONLINE_DOMAIN = "blend"
 """Name of the training domain whose fakes are self-blends of the real training crops of every other domain."""
@@ -32,7 +36,7 @@ def crop_face_box(size: int) -> tuple[float, float, float, float]:
 
 
 @functools.cache
-def _landmark_net() -> object:
+def _landmark_net() -> FaceLandmark68Net:
     from ..data.landmarks import load_landmark_net
 
     return load_landmark_net()
@@ -46,7 +50,7 @@ def online_blend(image: np.ndarray, rng: np.random.Generator, mask: str = "hull"
     if mask == "hull":
         from ..data.landmarks import landmarks
 
-        points = landmarks(_landmark_net(), image, box)  # type: ignore[arg-type]
+        points = landmarks(_landmark_net(), image, box)
     return self_blend(image, box, rng, points)
 
 
