@@ -48,7 +48,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="cnn-small",
         description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
-        sha256="6785ac5583b289e754c1d8a6bf3e3e44802404d43599a9b25217ecc8090fda1c",
+        sha256="676cec7b67cba9a266d4fff067a4b3764f7c4307d24c9354c6c8a69679b6edab",
         local="gmdf-cnn-small-dev.safetensors",
     )
 }
