@@ -48,7 +48,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="cnn-small",
         description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
-        sha256="676cec7b67cba9a266d4fff067a4b3764f7c4307d24c9354c6c8a69679b6edab",
+        sha256="0ecce04e9bde450dec737df49a5dc5f0b7fb264820a791981c71f53971c7a453",
         local="gmdf-cnn-small-dev.safetensors",
     )
 }
