@@ -18,7 +18,12 @@ from gmdf_cli.device import describe, resolve_device
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="vit-b-16")
-    parser.add_argument("--batch", type=int, default=12, help="images per step, split over 3 domains")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=12,
+        help="images per step: half the meta-test domain's, the rest 2 meta-train domains'",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")

@@ -497,6 +497,13 @@ def synth(kinds: str, device: str, **options: Any) -> None:
     type=click.FloatRange(min=0),
     help="beta: the meta-train phase's gradient-descent step on theta_E (eq. 10; default 0.01).",
 )
+@click.option(
+    "--meta-test-share",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="Share of each step's batch that is the meta-test domain's, the only part theta_O learns from (0: 1/N).",
+)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Default: train crops / batch size.")
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Also save resume state every N steps.")
 @click.option("--seed", type=int, default=0, show_default=True)

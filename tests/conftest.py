@@ -26,11 +26,14 @@ def detector_options() -> DetectorOptions:
 
 
 def perturbed(model: GMDF, std: float = 0.1, seed: int = 0) -> GMDF:
-    """Give GM-DF's zero-initialised parts random values, as after training, so tests exercise them."""
+    """Give GM-DF's zero-initialised parts random values, as after training, so tests exercise them. The temperature
+    slope phi stays 0: a random one can push tau_d to its floor, and scores of a random model to exactly 0 or 1."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for _, p in model.gmdf_parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * std)
+        for name, p in model.gmdf_parameters():
+            noise = torch.randn(p.shape, generator=gen) * std
+            if name != "prompts.phi":
+                p.add_(noise)
     return model
 
 

@@ -32,12 +32,21 @@ for f in "$MEDIA/ghost_faceswap/real"/*; do
 done
 ln -sfn "$MEDIA/sd21_sdfd/fake" "$WORK/pool/images/fake/sd21"
 ln -sfn "$MEDIA/stylegan_basemax/fake" "$WORK/pool/images/fake/stylegan"
+# Real photos of many people: the first LFW photo of every second person whose name starts with A-M (N-Z, and
+# every other LFW photo, stay unseen), and every third UTKFace crop of the first half in name order.
+mkdir -p "$WORK/pool/photos/lfw" "$WORK/pool/photos/utk"
+find "$MEDIA/lfw_mmehdig/real" -name '*_0001.jpg' | LC_ALL=C sort | grep -E '__lfw__[A-Ma-m][^/]*$' \
+  | awk 'NR % 2 == 0' | while read -r f; do ln -sfn "$f" "$WORK/pool/photos/lfw/"; done
+HALF=$(( $(find "$MEDIA/utkface_bagashvilit/real" -name '*.jpg' | wc -l) / 2 ))
+find "$MEDIA/utkface_bagashvilit/real" -name '*.jpg' | LC_ALL=C sort | awk -v half="$HALF" 'NR <= half && NR % 3 == 0' \
+  | while read -r f; do ln -sfn "$f" "$WORK/pool/photos/utk/"; done
 
 # 2. Cross-identity blends made from the real videos (gmdf synth): the videos are dealt into pairs (an odd one
 #    joins a pair), each blends only its group's faces, and prepare splits by group, so no held-out face is ever
-#    seen in training. --mask ellipse: the shipped file was made before the landmark-hull mask existed.
-gmdf synth --root "$WORK/pool/videos" --out "$WORK/cross" --kind cross --mask ellipse --frames 12 --group-size 2 --seed 0 \
+#    seen in training. Then self-blends of the photos (landmark-hull masks), so every photo is in both classes.
+gmdf synth --root "$WORK/pool/videos" --out "$WORK/cross" --kind cross --frames 12 --group-size 2 --seed 0 \
   "${DETECTOR[@]}"
+gmdf synth --root "$WORK/pool/photos" --out "$WORK/photos" --kind sbi --group-size 2 --seed 0 "${DETECTOR[@]}"
 
 # 3. Face crops, split by identity (one cache, one domain per source).
 CACHE="$WORK/cache"
@@ -47,7 +56,9 @@ gmdf prepare --domain folder --root "$MEDIA/ffpp_icpr2020" --name ffpp --group-b
   --frames 32 --out "$CACHE" "${DETECTOR[@]}"
 gmdf prepare --domain folder --root "$WORK/cross" --name cross --group-by '^[^/]+' --out "$CACHE" "${DETECTOR[@]}"
 gmdf prepare --domain folder --root "$WORK/pool/images" --name images --out "$CACHE" "${DETECTOR[@]}"
+gmdf prepare --domain folder --root "$WORK/photos" --name photos --group-by '^[^/]+' --out "$CACHE" "${DETECTOR[@]}"
 
-# 4. GM-DF meta-learning on the four domains plus self-blends made on the fly ("blend"), with augmentation.
-gmdf train --config cnn-small --domains celeb,ffpp,cross,images --online-blend --blend-mask ellipse --augment \
-  --data "$CACHE" --out "$WORK/run" --epochs 20 --steps-per-epoch 100 --batch-size 30 --seed 0 "$@"
+# 4. GM-DF meta-learning on the five domains plus self-blends made on the fly ("blend"), with augmentation.
+#    The shipped file was trained before --meta-test-share existed: every domain had 5 of the 30 crops (share 0).
+gmdf train --config cnn-small --domains celeb,ffpp,cross,images,photos --online-blend --augment \
+  --data "$CACHE" --out "$WORK/run" --epochs 8 --steps-per-epoch 100 --batch-size 30 --meta-test-share 0 --seed 0 "$@"

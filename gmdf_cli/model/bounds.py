@@ -32,7 +32,6 @@ INT_BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
     "": {
         "embed_dim": (8, 4096),
         "expert_dim": (1, 1024),
-        "expert_attn_dim": (1, 1024),
         "domain_dim": (1, 1024),
         "agg_adapter_dim": (1, 4096),
         "prompt_ctx": (1, 64),

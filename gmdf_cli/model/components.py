@@ -28,10 +28,11 @@ class DomainNorm(nn.Module):
     ``DNorm(x, c_d) = (x - mu) / sigma * (gamma0 + W_gamma c_d) + (beta0 + W_beta c_d)``.
 
     ``gamma0``/``beta0`` are CLIP's own LayerNorm parameters (shared, not copied); ``W_gamma``/``W_beta`` start at
-    zero, so at initialisation DNorm is exactly CLIP's LayerNorm.
+    zero, so at initialisation DNorm is exactly CLIP's LayerNorm. ``standardize`` and ``affine`` are its two halves,
+    so one block can normalise once and apply several domains' affines (each expert sees its own domain's DNorm).
 
-    x: (B, L, D); c: (C,) for one domain shared by the batch (folded into one fused layer_norm) or (B, C).
-    Returns (B, L, D).
+    x: (B, L, D); c: (C,) for one domain shared by the batch, (B, C) per sample, or (N, C) for ``affine`` of N
+    domains. Returns (B, L, D).
     """
 
     def __init__(self, norm: nn.LayerNorm, domain_dim: int) -> None:
@@ -45,13 +46,21 @@ class DomainNorm(nn.Module):
         nn.init.zeros_(self.to_gamma.weight)
         nn.init.zeros_(self.to_beta.weight)
 
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mu) / sigma`` over the last dim, (B, L, D)."""
+        return F.layer_norm(x, self.weight.shape, None, None, self.eps)
+
+    def affine(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gamma0 + W_gamma c, beta0 + W_beta c)``, each (..., D) for c (..., C)."""
+        return self.weight + self.to_gamma(c), self.bias + self.to_beta(c)
+
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        gamma = self.weight + self.to_gamma(c)
-        beta = self.bias + self.to_beta(c)
-        if c.dim() == 1:
-            return F.layer_norm(x, self.weight.shape, gamma, beta, self.eps)
-        normed = F.layer_norm(x, self.weight.shape, None, None, self.eps)
-        return normed * _domain_rows(gamma, x.dim()) + _domain_rows(beta, x.dim())
+        return modulate(self.standardize(x), *self.affine(c))
+
+
+def modulate(normed: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``normed * gamma + beta`` with gamma/beta (X,) shared or (B, X) per sample, broadcast over token dims."""
+    return normed * _domain_rows(gamma, normed.dim()) + _domain_rows(beta, normed.dim())
 
 
 class DomainBatchNorm(nn.Module):
@@ -59,7 +68,7 @@ class DomainBatchNorm(nn.Module):
     ``BN(x) * (gamma0 + W_gamma c_d) + (beta0 + W_beta c_d)``. ``gamma0``/``beta0`` and the running statistics are
     CLIP's own BatchNorm's; ``W_gamma``/``W_beta`` start at zero, so at initialisation this is that BatchNorm.
 
-    x: (B, C, H, W); c: (K,) or (B, K). Returns (B, C, H, W).
+    x: (B, C, H, W); c: (K,) or (B, K) (or (N, K) for ``affine``). Returns (B, C, H, W).
     """
 
     def __init__(self, bn: nn.BatchNorm2d, domain_dim: int) -> None:
@@ -70,14 +79,24 @@ class DomainBatchNorm(nn.Module):
         nn.init.zeros_(self.to_gamma.weight)
         nn.init.zeros_(self.to_beta.weight)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """BatchNorm without its affine: batch statistics in training, running ones at inference."""
         bn = self.bn
         use_batch = bn.training or bn.running_mean is None
-        normed = F.batch_norm(x, bn.running_mean, bn.running_var, None, None, use_batch, bn.momentum or 0.0, bn.eps)
-        gamma = bn.weight + self.to_gamma(c)
-        beta = bn.bias + self.to_beta(c)
+        return F.batch_norm(x, bn.running_mean, bn.running_var, None, None, use_batch, bn.momentum or 0.0, bn.eps)
+
+    def affine(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = self.bn
+        return bn.weight + self.to_gamma(c), bn.bias + self.to_beta(c)
+
+    def modulate(self, normed: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The domain affine on a standardised (B, C, H, W) map."""
+        gamma, beta = self.affine(c)
         shape = (1, -1, 1, 1) if c.dim() == 1 else (c.shape[0], -1, 1, 1)
         return normed * gamma.view(shape) + beta.view(shape)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.modulate(self.standardize(x), c)
 
 
 class StageAggregation(nn.Module):
@@ -101,40 +120,97 @@ class StageAggregation(nn.Module):
 
 
 class DomainExperts(nn.Module):
-    """Per-domain bottleneck experts (eq. 1) aggregated by scaled dot-product attention over experts (eq. 4-5).
+    """One expert per source domain (journal eq. 1; MM eq. 1), aggregated by attention over the experts' outputs
+    (journal eq. 6; MM eq. 4-5).
 
-    Expert i: ``E_i(h) = U_i GELU(W_i h)`` with bottleneck r (not a full-size MLP copy). Each token asks which expert
-    to use: query ``q = W_q h + Q c_d`` (the domain embedding steers the routing, the wildcard embedding for unseen
-    domains), keys ``k_i = W_k GELU(W_i h)``, weights ``a = softmax_i(q . k_i / sqrt(d_a))``, output
-    ``s * sum_i a_i E_i(h)``. The residual scale ``s`` starts at 0 (journal eq. 2), so a fresh block equals CLIP's.
-    The N down-projections and the query share one GEMM, the N up-projections another (one shared bias).
+    Expert i sees the block's input under ITS domain's DNorm (eq. 2 with c_i): ``h_i = n * gamma_i + beta_i`` for
+    the standardised input n, and is a bottleneck MLP ``dF_i(h_i) = U_i GELU(W_i h_i + b_i) + b'_i`` of width r (not
+    a full-size copy). Eq. 6: ``Q = K = V = Concat(dF_1(h_1), ..., dF_N(h_N))``, the N expert outputs of a token as
+    N rows (N, D); ``A = softmax(Q K^T / sqrt(D))`` (N, N); the block adds ``s * mean_rows(A V)``. No projection is
+    learnt in the aggregation; the residual scale ``s`` starts at 0 (journal eq. 2), so a fresh block equals CLIP's.
 
-    h: (B, L, D); c: (C,) or (B, C). Returns (B, L, D).
+    A source domain's samples train its own expert: in training, a sample of source domain d (index 1..N) sends
+    gradient into expert d's weights and domain d's affine only (the other experts' weights and affines enter its
+    forward as constants); wildcard samples (index 0: unseen domains, the meta-test domain) reach every expert. At
+    inference every expert contributes.
+
+    normed: (B, L, D) standardised input; gamma, beta: (N, D) the N source domains' DNorm affines; own: the samples'
+    domain indices (int for the batch or (B,)). Returns (B, L, D).
     """
 
-    def __init__(self, dim: int, num_experts: int, bottleneck: int, attn_dim: int, domain_dim: int) -> None:
+    def __init__(self, dim: int, num_experts: int, bottleneck: int) -> None:
         super().__init__()
         self.num_experts = num_experts
-        self.bottleneck = bottleneck
-        self.attn_dim = attn_dim
-        self.down = nn.Linear(dim, num_experts * bottleneck + attn_dim)
-        self.key = nn.Linear(bottleneck, attn_dim, bias=False)
-        self.query_domain = nn.Linear(domain_dim, attn_dim, bias=False)
-        self.up = nn.Linear(num_experts * bottleneck, dim)
+        self.down_weight = nn.Parameter(torch.empty(num_experts, bottleneck, dim))  # W_i
+        self.down_bias = nn.Parameter(torch.empty(num_experts, bottleneck))  # b_i
+        self.up_weight = nn.Parameter(torch.empty(num_experts, dim, bottleneck))  # U_i
+        self.up_bias = nn.Parameter(torch.empty(num_experts, dim))  # b'_i
+        pairs = ((self.down_weight, self.down_bias, dim), (self.up_weight, self.up_bias, bottleneck))
+        for weight, bias, fan_in in pairs:
+            bound = 1 / math.sqrt(fan_in)  # nn.Linear's default initialisation, per expert
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -bound, bound)
         self.scale = nn.Parameter(torch.zeros(dim))
-        self.last_routing: torch.Tensor | None = None
 
-    def forward(self, h: torch.Tensor, c: torch.Tensor, keep_routing: bool = False) -> torch.Tensor:
-        n, r = self.num_experts, self.bottleneck
-        z = self.down(h)
-        hidden = F.gelu(z[..., : n * r]).unflatten(-1, (n, r))  # (B, L, N, r)
-        query = z[..., n * r :] + _domain_rows(self.query_domain(c), h.dim())  # (B, L, d_a)
-        keys = self.key(hidden)  # (B, L, N, d_a)
-        routing = torch.softmax((keys @ query.unsqueeze(-1)).squeeze(-1) / math.sqrt(self.attn_dim), dim=-1)
-        if keep_routing:
-            self.last_routing = routing.detach()
-        mixed = (hidden * routing.unsqueeze(-1)).flatten(-2)  # (B, L, N*r)
-        return self.up(mixed) * self.scale
+    def _hidden(
+        self, normed: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, down: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """``GELU(W_i h_i + b_i)`` for every expert, (B, L, N, r). ``W_i (n * gamma_i + beta_i) = (W_i diag(gamma_i))
+        n + W_i beta_i``: the N down-projections of the N differently normalised inputs are one GEMM on n."""
+        weight, bias = down
+        n, r = weight.shape[:2]
+        folded = (weight * gamma.unsqueeze(1)).reshape(n * r, -1)  # (N*r, D)
+        shift = bias + torch.einsum("nrd,nd->nr", weight, beta)  # (N, r)
+        return F.gelu(F.linear(normed, folded, shift.reshape(-1))).unflatten(-1, (n, r))
+
+    def expert_outputs(self, normed: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """``dF_i(h_i)`` for every expert, written out, (B, L, N, D) (for inspection; ``forward`` never builds it)."""
+        hidden = self._hidden(normed, gamma, beta, (self.down_weight, self.down_bias))
+        return torch.einsum("blnr,ndr->blnd", hidden, self.up_weight) + self.up_bias
+
+    def _parameters_for(
+        self, own: int, gamma: torch.Tensor, beta: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The experts' weights and affines with every expert but ``own`` (1..N) held constant (0: none held)."""
+        tensors = [self.down_weight, self.down_bias, self.up_weight, self.up_bias, gamma, beta]
+        if own == 0:
+            return tensors[:4], gamma, beta
+        keep = torch.arange(1, self.num_experts + 1, device=gamma.device) == own
+        held = [torch.where(keep.view(-1, *[1] * (t.dim() - 1)), t, t.detach()) for t in tensors]
+        return held[:4], held[4], held[5]
+
+    def _mix(self, normed: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, own: int) -> torch.Tensor:
+        """Eq. 6 without building the (B, L, N, D) expert outputs. With ``g_i = [GELU(W_i h_i + b_i); 1]`` and
+        ``V_i = [U_i, b'_i]`` (D, r+1), ``dF_i = V_i g_i``, so ``Q K^T = (g_i^T V_i^T V_j g_j)_ij`` from the
+        (r+1)-wide hidden vectors and the small matrices ``V_i^T V_j``, and ``mean_rows(A V) = sum_j w_j V_j g_j``
+        with ``w_j = mean_i A_ij``: one GEMM back to width D."""
+        (down_w, down_b, up_w, up_b), gamma, beta = self._parameters_for(own, gamma, beta)
+        hidden = self._hidden(normed, gamma, beta, (down_w, down_b))
+        n, r1 = self.num_experts, hidden.shape[-1] + 1
+        g = torch.cat([hidden, hidden.new_ones(*hidden.shape[:-1], 1)], dim=-1)  # (B, L, N, r+1)
+        v = torch.cat([up_w, up_b.unsqueeze(-1)], dim=-1).to(g.dtype)  # (N, D, r+1)
+        cross = torch.einsum("ida,jdb->iajb", v, v).reshape(n, r1, n * r1)  # V_i^T V_j
+        projected = torch.einsum("blia,iak->blik", g, cross).unflatten(-1, (n, r1))  # (B, L, N, N, r+1)
+        gram = (projected * g.unsqueeze(-3)).sum(-1)  # (B, L, N, N) = Q K^T
+        weights = torch.softmax(gram / math.sqrt(v.shape[1]), dim=-1).mean(dim=-2)  # (B, L, N)
+        return (g * weights.unsqueeze(-1)).flatten(-2) @ v.permute(0, 2, 1).reshape(n * r1, -1)
+
+    def forward(
+        self, normed: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, own: int | torch.Tensor = 0
+    ) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return self._mix(normed, gamma, beta, 0) * self.scale
+        if isinstance(own, int):
+            return self._mix(normed, gamma, beta, own) * self.scale
+        own = own.to(normed.device)
+        values = own.unique().tolist()
+        if len(values) == 1:
+            return self._mix(normed, gamma, beta, int(values[0])) * self.scale
+        out = normed.new_zeros(normed.shape)
+        for value in values:  # a mixed batch: each domain's samples through their own expert's gradient
+            rows = (own == value).nonzero().squeeze(1)
+            out = out.index_copy(0, rows, self._mix(normed[rows], gamma, beta, int(value)))
+        return out * self.scale
 
 
 class SecondOrderAggregation(nn.Module):

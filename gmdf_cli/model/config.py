@@ -66,10 +66,8 @@ class GMDFConfig:
     domains: tuple[str, ...] = ("ff", "celeb", "dff")
     expert_dim: int = 32
     """Bottleneck width r of each per-domain expert (eq. 1)."""
-    expert_attn_dim: int = 16
-    """Query/key width of the attention over experts (eq. 4-5)."""
     domain_dim: int = 16
-    """Width of the domain embedding c_d that conditions DNorm (eq. 2) and the expert query."""
+    """Width of the domain embedding c_d that conditions DNorm (eq. 2), the main path's and each expert's."""
     agg_layers: tuple[int, ...] = (7, 8, 9)
     """0-based blocks whose second-order features are aggregated (eq. 7-8); the paper's layers 8-10. For a ResNet
     tower: 0-based stages whose pooled features are aggregated."""
@@ -125,6 +123,11 @@ class GMDFConfig:
         raw["text"] = TextConfig(**raw["text"])
         for key in ("domains", "agg_layers"):
             raw[key] = tuple(raw[key])
+        if "expert_attn_dim" in raw:
+            raise ValueError(
+                "made by gmdf 0.1, whose experts were mixed by a learnt query rather than journal eq. 6's attention "
+                "over their outputs; its tensors do not fit gmdf 0.2: retrain it with gmdf train"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(raw) - known
         if unknown:
@@ -148,7 +151,6 @@ def _tiny() -> GMDFConfig:
         clip_model=None,
         clip_pretrained=None,
         expert_dim=8,
-        expert_attn_dim=8,
         domain_dim=8,
         agg_layers=scaled_agg_layers(depth),
         agg_adapter_dim=16,
@@ -169,7 +171,6 @@ def _cnn_small() -> GMDFConfig:
         clip_model=None,
         clip_pretrained=None,
         expert_dim=16,
-        expert_attn_dim=16,
         domain_dim=16,
         agg_layers=(1, 2),
         agg_adapter_dim=32,

@@ -16,11 +16,13 @@ from .config import GMDFConfig
 
 
 class GMDFBottleneck(nn.Module):
-    """CLIP's bottleneck with eq. 2 in place of its last BatchNorm and the experts of eq. 1, 4-5 on its output:
-    ``y = ReLU(DBN(conv3(...), c_d) + shortcut(x))``, ``out = y + Experts(tokens of y, c_d)``. With zero-initialised
-    modulation and expert scale it is exactly CLIP's block.
+    """CLIP's bottleneck with eq. 2 in place of its last BatchNorm and the experts of journal eq. 1 and 6 beside it:
+    ``z = conv3(...)``, ``y = ReLU(DBN(z, c_d) + shortcut(x))``, ``out = y + Experts(positions of z)``, expert i
+    seeing ``DBN(z, c_i)``, its own domain's. With zero-initialised modulation and expert scale it is exactly CLIP's
+    block.
 
-    x: (B, C_in, H, W) -> (B, C_out, H / stride, W / stride).
+    x: (B, C_in, H, W), c (K,) or (B, K), sources (N, K), own: the samples' domain indices
+    -> (B, C_out, H / stride, W / stride).
     """
 
     def __init__(self, block: Bottleneck, cfg: GMDFConfig) -> None:
@@ -31,16 +33,19 @@ class GMDFBottleneck(nn.Module):
         self.downsample = block.downsample
         self.dnorm = DomainBatchNorm(block.bn3, cfg.domain_dim)
         channels = block.bn3.num_features
-        self.experts = DomainExperts(channels, cfg.num_domains, cfg.expert_dim, cfg.expert_attn_dim, cfg.domain_dim)
+        self.experts = DomainExperts(channels, cfg.num_domains, cfg.expert_dim)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, c: torch.Tensor, sources: torch.Tensor, own: int | torch.Tensor = 0
+    ) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.avgpool(self.act2(self.bn2(self.conv2(out))))
-        out = self.dnorm(self.conv3(out), c)
+        normed = self.dnorm.standardize(self.conv3(out))
         identity = self.downsample(x) if self.downsample is not None else x
-        out = self.act3(out + identity)
-        tokens = out.flatten(2).transpose(1, 2)  # (B, HW, C)
-        return out + self.experts(tokens, c).transpose(1, 2).reshape(out.shape)
+        out = self.act3(self.dnorm.modulate(normed, c) + identity)
+        tokens = normed.flatten(2).transpose(1, 2)  # (B, HW, C)
+        experts = self.experts(tokens, *self.dnorm.affine(sources), own)
+        return out + experts.transpose(1, 2).reshape(out.shape)
 
 
 class GMDFConvImageEncoder(nn.Module):
@@ -97,12 +102,13 @@ class GMDFConvImageEncoder(nn.Module):
             pixels = F.interpolate(pixels, scale_factor=self.patch, mode="nearest").bool()
             images = torch.where(pixels, self.mask_token.view(1, 3, 1, 1).to(images.dtype), images)
         c = self.domain_vector(domain)
+        sources = self.domain_embedding.weight[1:]
         x = self.stem(images)
         pooled_stages: list[torch.Tensor] = []
         tokens = x
         for i, stage in enumerate(self.stages):
             for block in cast(nn.ModuleList, stage):
-                x = block(x, c)
+                x = block(x, c, sources, domain)
             if i in self.agg_layers:
                 pooled_stages.append(x.mean(dim=(2, 3)))
             if i == 2:

@@ -22,6 +22,7 @@ from .components import (
     PatchTokenizer,
     SecondOrderAggregation,
     TextEncoder,
+    modulate,
 )
 from .config import WILDCARD, GMDFConfig
 from .conv import GMDFConvImageEncoder
@@ -34,10 +35,11 @@ class GMDFBlock(nn.Module):
     """One transformer block with GM-DF's Dataset-Embedding Generator (sec. 3.1), eq. 3 in CLIP's pre-norm form:
 
     ``x_att = x + MHA(LN_1(x))``, ``h = DNorm(x_att, c_d)`` (eq. 2, in place of CLIP's LN_2),
-    ``ffn = MLP(h) + Experts(h, c_d)`` (eq. 1, 4-5), ``x_out = x_att + ffn``.
-    With zero-initialised modulation and expert scales this is exactly CLIP's block.
+    ``ffn = MLP(h) + Experts(x_att)`` (journal eq. 1 and 6: expert i sees ``DNorm(x_att, c_i)``, its own domain's),
+    ``x_out = x_att + ffn``. With zero-initialised modulation and expert scales this is exactly CLIP's block.
 
-    x: (B, L, D) -> (x_out (B, L, D), ffn (B, L, D), second-order term (B, D) or None).
+    x: (B, L, D), c: the samples' domain embedding (C,) or (B, C), sources: the N source domains' (N, C), own: the
+    samples' domain indices -> (x_out (B, L, D), ffn (B, L, D), second-order term (B, D) or None).
     """
 
     def __init__(self, block: ResidualAttentionBlock, cfg: GMDFConfig) -> None:
@@ -51,15 +53,21 @@ class GMDFBlock(nn.Module):
         self.ls_2 = block.ls_2
         width = block.ln_2.normalized_shape[0]
         self.dnorm = DomainNorm(block.ln_2, cfg.domain_dim)
-        self.experts = DomainExperts(width, cfg.num_domains, cfg.expert_dim, cfg.expert_attn_dim, cfg.domain_dim)
+        self.experts = DomainExperts(width, cfg.num_domains, cfg.expert_dim)
 
     def forward(
-        self, x: torch.Tensor, c: torch.Tensor, prev_ffn: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        sources: torch.Tensor,
+        own: Domain = 0,
+        prev_ffn: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         y = self.ln_1(x)
         x = x + self.ls_1(self.attn(y, y, y, need_weights=False)[0])
-        h = self.dnorm(x, c)
-        ffn = self.ls_2(self.mlp(h)) + self.experts(h, c)
+        normed = self.dnorm.standardize(x)
+        h = modulate(normed, *self.dnorm.affine(c))
+        ffn = self.ls_2(self.mlp(h)) + self.experts(normed, *self.dnorm.affine(sources), own)
         second = SecondOrderAggregation.second_order(self.attn, y, prev_ffn) if prev_ffn is not None else None
         return x + ffn, ffn, second
 
@@ -114,10 +122,11 @@ class GMDFImageEncoder(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.ln_pre(x)
         c = self.domain_vector(domain)
+        sources = self.domain_embedding.weight[1:]
         terms: list[torch.Tensor] = []
         ffn: torch.Tensor | None = None
         for i, block in enumerate(self.blocks):
-            x, new_ffn, second = block(x, c, ffn if i in self.agg_layers else None)
+            x, new_ffn, second = block(x, c, sources, domain, ffn if i in self.agg_layers else None)
             if second is not None:
                 terms.append(second)
             ffn = new_ffn

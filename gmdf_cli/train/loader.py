@@ -121,7 +121,7 @@ class StepPlanner:
         sampler: BalancedSampler,
         generator: torch.Generator,
         domains: list[str],
-        per_domain: int,
+        shares: tuple[int, int],
         patches: int,
         mim_ratio: float,
         *,
@@ -135,7 +135,7 @@ class StepPlanner:
         self.sampler = sampler
         self.gen = generator
         self.domains = domains
-        self.per_domain = per_domain
+        self.per_domain, self.per_test = shares
         self.patches = patches
         self.mim_ratio = mim_ratio
         self.baseline = baseline
@@ -169,7 +169,8 @@ class StepPlanner:
             return StepPlan(step, (self._part(crops, 0),), None, self.state())
         domains = self.domains
         pick = int(torch.randint(len(domains), (1,), generator=self.gen)) if len(domains) > 1 else -1
-        draws = {d: self.sampler.draw(d, self.per_domain) for d in domains}
+        sizes = [self.per_test if i == pick else self.per_domain for i in range(len(domains))]
+        draws = {d: self.sampler.draw(d, n) for d, n in zip(domains, sizes, strict=True)}
         train = tuple(self._part(draws[d], i + 1) for i, d in enumerate(domains) if i != pick)
         test = self._part(draws[domains[pick]], 0) if pick >= 0 else None
         return StepPlan(step, train, test, self.state())

@@ -79,6 +79,11 @@ class TrainRequest:
     batch_size: int = 32
     lr: float | None = None
     inner_lr: float | None = None
+    meta_test_share: float = 0.5
+    """Share of the global batch that is the meta-test domain's (the rest split evenly over the N-1 meta-train
+    domains). The papers fix which domains play which part, not the batch sizes; theta_O learns from the meta-test
+    part alone, so a 1/N share starves it (see the README's notes). 0: every domain the same share (runs recorded
+    before this option)."""
     steps_per_epoch: int | None = None
     save_every: int = 0
     seed: int = 0
@@ -295,7 +300,7 @@ class Trainer:
         total = sum(len(v) for v in self.train_sets.values())
         self.steps_per_epoch = request.steps_per_epoch or max(1, math.ceil(total / request.batch_size))
         self.total_steps = self.steps_per_epoch * request.epochs
-        self.per_domain = self._per_domain()
+        self.per_domain, self.per_test = self._shares()
         self.step = 0
         self.best = -1.0
         self.bad_crops: set[str] = set()
@@ -315,7 +320,7 @@ class Trainer:
             self.sampler,
             self.gen,
             self.domains,
-            self.per_domain,
+            (self.per_domain, self.per_test),
             self.cfg.grid**2,
             self.cfg.mim_ratio,
             baseline=request.baseline,
@@ -327,21 +332,25 @@ class Trainer:
         )
         self.plan_state = self.planner.state()
 
-    def _per_domain(self) -> int:
-        """Crops per domain in one step of the global batch (``--batch-size`` is global: all processes together).
-        Each process takes an equal share of every domain's crops, so the share is rounded up to a multiple of the
-        process count: no process ever gets an empty or unequal part."""
-        per_domain = max(2, self.req.batch_size // len(self.domains))
+    def _shares(self) -> tuple[int, int]:
+        """Crops per meta-train domain and crops of the meta-test domain in one step of the global batch
+        (``--batch-size`` is global: all processes together; baseline: every domain gets the first number). Each
+        process takes an equal share of every part, so each number is rounded up to a multiple of the process
+        count: no process ever gets an empty or unequal part."""
+        n, batch = len(self.domains), self.req.batch_size
+        if self.req.baseline or n < 2 or not self.req.meta_test_share:  # share 0: the same for every domain
+            shares = (max(2, batch // n), max(2, batch // n))
+        else:
+            test = max(2, round(batch * self.req.meta_test_share))
+            shares = (max(2, (batch - test) // (n - 1)), test)
         world = self.dist.world
-        if world > 1 and per_domain % world:
-            rounded = -(-per_domain // world) * world
-            if self.dist.main:
-                self.console.print(
-                    f"[yellow]note:[/] {per_domain} crops per domain cannot be shared equally by {world} processes; "
-                    f"using {rounded} (global batch {rounded * len(self.domains)})"
-                )
-            per_domain = rounded
-        return per_domain
+        rounded = tuple(-(-s // world) * world for s in shares)
+        if rounded != shares and self.dist.main:
+            self.console.print(
+                f"[yellow]note:[/] {shares[0]} crops per domain and {shares[1]} meta-test crops cannot be shared "
+                f"equally by {world} processes; using {rounded[0]} and {rounded[1]}"
+            )
+        return rounded[0], rounded[1]
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _build_model(self) -> GMDF:
@@ -461,6 +470,7 @@ class Trainer:
             "step": str(self.step),
             "best": repr(self.best),
             "per_domain": str(self.per_domain),
+            "per_test": str(self.per_test),
             "world_size": str(self.dist.world),
             "grad_scaler": json.dumps(self.scaler.state_dict()),
             "sampler": json.dumps(self.plan_state["sampler"]),
@@ -486,12 +496,12 @@ class Trainer:
                     optim.setdefault(int(idx), {})[name] = fh.get_tensor(k)
             generator = fh.get_tensor("rng.generator")
             torch.set_rng_state(fh.get_tensor("rng.torch"))
-        saved_share = int(meta.get("per_domain", self.per_domain))
-        if saved_share != self.per_domain:
+        saved = (int(meta.get("per_domain", self.per_domain)), int(meta.get("per_test", meta.get("per_domain", 0))))
+        if saved != (self.per_domain, self.per_test):
             raise UsageError(
-                f"{path} was trained with {saved_share} crops per domain per step ({meta.get('world_size', '1')} "
-                f"process(es)); with {self.dist.world} it would be {self.per_domain}: resume with a process count "
-                f"that divides {saved_share}"
+                f"{path} was trained with {saved[0]} crops per meta-train domain and {saved[1]} meta-test crops per "
+                f"step ({meta.get('world_size', '1')} process(es)); here it would be {self.per_domain} and "
+                f"{self.per_test}: resume with a process count that divides both"
             )
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict({"state": optim, "param_groups": json.loads(meta["param_groups"])})
@@ -584,4 +594,5 @@ def load_request(run: Path) -> TrainRequest:
         raise UsageError(f"nothing to resume in {run}: no run.json")
     stored = json.loads(path.read_text())
     stored.setdefault("blend_mask", "ellipse")  # runs recorded before the landmark hull blended with the ellipse
+    stored.setdefault("meta_test_share", 0.0)  # runs recorded before it: every domain had the same share
     return TrainRequest(**stored)

@@ -48,7 +48,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="cnn-small",
         description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
-        sha256="0ecce04e9bde450dec737df49a5dc5f0b7fb264820a791981c71f53971c7a453",
+        sha256="6785ac5583b289e754c1d8a6bf3e3e44802404d43599a9b25217ecc8090fda1c",
         local="gmdf-cnn-small-dev.safetensors",
     )
 }
