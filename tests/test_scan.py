@@ -312,6 +312,9 @@ def test_interrupted_scan_keeps_the_finished_files(weights: Path, tmp_path: Path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # SIGINT as a terminal's foreground job gets it: a suite started in the background of a non-interactive shell
+        # (`bash .ci/run &`) hands SIGINT down ignored, and a process that starts with it ignored keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
