@@ -33,7 +33,7 @@ from gmdf_cli.data.media import MediaItem, Sampling, discover, open_media, read_
 from gmdf_cli.device import describe, resolve_device, synchronize
 from gmdf_cli.engine import Engine, EngineOptions
 from gmdf_cli.model import build_model, get_config, random_patch_mask
-from gmdf_cli.train.loop import MetaObjective, TrainRequest, set_trainable
+from gmdf_cli.train.loop import MetaObjective, TrainRequest, set_trainable, step_shares
 from gmdf_cli.weights import load_weights, save_checkpoint
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -150,10 +150,11 @@ def train_steps(config: str, device: torch.device, batch: int, rounds: int, prec
     images = torch.randn(batch, 3, size, size, device=device)
     labels = (torch.arange(batch) % 2).to(device)
     masks = random_patch_mask(batch, patches, cfg.mim_ratio, torch.Generator().manual_seed(0)).to(device)
-    # as `gmdf train` deals a step: the meta-test domain its share (default half), the meta-train domains the rest
-    test = round(batch * TrainRequest(domains=DOMAINS, data="-", out="-").meta_test_share)
-    per = (batch - test) // (len(DOMAINS) - 1)  # the meta-test part takes what is left: all `batch` images are used
-    bounds = [0, per, 2 * per, batch]
+    # dealt as `gmdf train` deals a step (the meta-test domain half, by default); both steps see the same images
+    share = TrainRequest(domains=DOMAINS, data="-", out="-").meta_test_share
+    per, test = step_shares(batch, len(DOMAINS), share)
+    images, labels, masks = images[: 2 * per + test], labels[: 2 * per + test], masks[: 2 * per + test]
+    bounds = [0, per, 2 * per, 2 * per + test]
     parts = [(images[a:b], labels[a:b], masks[a:b]) for a, b in itertools.pairwise(bounds)]
     result: dict[str, Any] = {"batch": batch, "precision": precision}
     for kind in ("meta", "plain"):

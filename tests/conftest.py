@@ -31,7 +31,7 @@ def perturbed(model: GMDF, std: float = 0.1, seed: int = 0) -> GMDF:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.gmdf_parameters():
-            noise = torch.randn(p.shape, generator=gen) * std
+            noise = torch.randn(p.shape, generator=gen) * std  # drawn for phi too: the others' draws stay the same
             if name != "prompts.phi":
                 p.add_(noise)
     return model

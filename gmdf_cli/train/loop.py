@@ -140,6 +140,16 @@ def set_trainable(model: GMDF, baseline: bool) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def step_shares(batch: int, domains: int, meta_test_share: float, baseline: bool = False) -> tuple[int, int]:
+    """How one step deals ``batch`` crops: (crops per meta-train domain, crops of the meta-test domain). The meta-test
+    domain gets ``meta_test_share`` of the batch, the N-1 meta-train domains the rest in equal parts; share 0, a
+    baseline run or a single domain: every domain the same share (the baseline uses the first number)."""
+    if baseline or domains < 2 or not meta_test_share:
+        return max(2, batch // domains), max(2, batch // domains)
+    test = max(2, round(batch * meta_test_share))
+    return max(2, (batch - test) // (domains - 1)), test
+
+
 class _TrainView(nn.Module):
     """forward = GMDF.forward_train, so ``functional_call`` can run it with substituted parameters."""
 
@@ -333,16 +343,11 @@ class Trainer:
         self.plan_state = self.planner.state()
 
     def _shares(self) -> tuple[int, int]:
-        """Crops per meta-train domain and crops of the meta-test domain in one step of the global batch
-        (``--batch-size`` is global: all processes together; baseline: every domain gets the first number). Each
-        process takes an equal share of every part, so each number is rounded up to a multiple of the process
-        count: no process ever gets an empty or unequal part."""
-        n, batch = len(self.domains), self.req.batch_size
-        if self.req.baseline or n < 2 or not self.req.meta_test_share:  # share 0: the same for every domain
-            shares = (max(2, batch // n), max(2, batch // n))
-        else:
-            test = max(2, round(batch * self.req.meta_test_share))
-            shares = (max(2, (batch - test) // (n - 1)), test)
+        """``step_shares`` of the global batch (``--batch-size`` is global: all processes together). Each process takes
+        an equal share of every part, so each number is rounded up to a multiple of the process count: no process
+        ever gets an empty or unequal part."""
+        req = self.req
+        shares = step_shares(req.batch_size, len(self.domains), req.meta_test_share, req.baseline)
         world = self.dist.world
         rounded = tuple(-(-s // world) * world for s in shares)
         if rounded != shares and self.dist.main:
