@@ -21,7 +21,7 @@ from .data.datasets import LAYOUTS
 from .data.detectors import DETECTORS, DetectorOptions
 from .data.media import Sampling
 from .data.synth import KINDS, MASKS
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, GMDFError, Terminated
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, GMDFError, Terminated, interrupt_behind
 from .model.config import CONFIG_HELP, CONFIGS
 from .report.render import plain
 
@@ -64,9 +64,12 @@ class GMDFGroup(click.Group):
             where = f" (gmdf {exc.ctx.info_name} -h for help)" if exc.ctx and exc.ctx.info_name != "gmdf" else ""
             err.print(f"[bold red]gmdf: error:[/] {plain(exc.format_message())}{where}", soft_wrap=True)
             ctx.exit(EXIT_USAGE)
-        except KeyboardInterrupt as exc:
+        except (KeyboardInterrupt, Exception) as exc:
+            interrupt = interrupt_behind(exc)
+            if interrupt is None:
+                raise
             err.print("[bold red]gmdf: interrupted[/]")
-            ctx.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
+            ctx.exit(EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED)
 
 
 # -- shared options ------------------------------------------------------------------------------------------------

@@ -32,3 +32,17 @@ EXIT_TERMINATED = 143
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised by gmdf's own handler so that a terminated job ends as an interrupted one: finished work
     written, then exit 143."""
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that ``exc`` is, or that caused it. CPython turns an exception raised while a C
+    extension initialises (our signal handlers raise at any bytecode, a lazy ``import matplotlib`` included) into
+    ``ImportError: initialization failed`` whose cause is the interrupt; such an error is that interrupt."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

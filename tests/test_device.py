@@ -203,6 +203,19 @@ def test_autocast_training_step_on_cpu_runs_and_keeps_the_frechet_term_finite(pr
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_fp16_training_skips_an_overflowed_inner_step_instead_of_writing_nan(cache: Path, tmp_path: Path) -> None:
+    """The loss scaler starts at 2**16: the first meta steps' scaled inner gradients overflow. theta_E's update is
+    skipped then (as the scaler skips theta_O's) and the scale falls, rather than NaN written into the model."""
+    out = invoke_gmdf("train", "--domains", ",".join(KINDS), "--data", str(cache), "--out", str(tmp_path / "run"),
+                   "--epochs", "1", "--steps-per-epoch", "8", "--batch-size", "12", "--device", "cpu",
+                   "--precision", "fp16", "--config", "vit-tiny")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "run" / "summary-rank0.json").read_text())
+    assert math.isfinite(summary["weights_digest"]) and math.isfinite(summary["last"]["loss"])
+    weights = load_file(str(tmp_path / "run" / "last.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
 def test_frechet_loss_is_computed_in_fp32_under_autocast() -> None:
     gen = torch.Generator().manual_seed(0)
     source, target = torch.randn(12, 16, generator=gen), torch.randn(10, 16, generator=gen) + 0.5

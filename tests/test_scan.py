@@ -334,6 +334,41 @@ def test_interrupted_scan_keeps_the_finished_files(weights: Path, tmp_path: Path
     assert (out_dir / "report.html").is_file()
 
 
+_INTERRUPTED_IMPORT = """
+import sys
+from gmdf_cli.cli import Interrupted, main
+
+class InterruptedImport:  # what CPython makes of Ctrl-C arriving while a C extension initialises
+    def find_spec(self, name, path=None, target=None):
+        if name == "matplotlib.ft2font":
+            try:
+                raise Interrupted
+            except Interrupted as exc:
+                raise ImportError("initialization failed") from exc
+        return None
+
+sys.meta_path.insert(0, InterruptedImport())
+sys.argv = ["gmdf", *sys.argv[1:]]
+main()
+"""
+
+
+def test_an_interrupt_wrapped_in_an_import_error_is_still_an_interrupt(weights: Path, tmp_path: Path) -> None:
+    """Ctrl-C during matplotlib's import reaches gmdf as ``ImportError: initialization failed`` caused by the
+    interrupt: the scan ends as interrupted (exit 130, its report written), not with a traceback and exit 1."""
+    import subprocess
+    import sys
+
+    out_dir = tmp_path / "out"
+    args = ["scan", str(ROOT / "examples" / "astronaut.png"), "--weights", str(weights), "--out", str(out_dir)]
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_IMPORT, *args, *detector_args()], capture_output=True, text=True
+    )
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "interrupted" in done.stderr
+    assert json.loads((out_dir / "report.json").read_text())["interrupted"] is True
+
+
 def test_offline_without_retinaface_weights_falls_back_to_the_shipped_detector(weights: Path, tmp_path: Path) -> None:
     from gmdf_cli.data.faces import RETINAFACE_FILES, facexlib_weights_dir
 

@@ -25,10 +25,19 @@ from .. import __version__
 from ..api import Detector
 from ..data.faces import DetectorOptions
 from ..data.media import MediaItem, Sampling, discover
-from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated, UsageError
+from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated, UsageError, interrupt_behind
 from ..fileio import append_line, sha256_file, write_text_atomic
 from ..progress import progress_bar
-from ..report.render import CsvWriter, FaceImages, FileImages, html_report, plain, write_artifacts, write_json
+from ..report.render import (
+    CsvWriter,
+    FaceImages,
+    FileImages,
+    html_report,
+    plain,
+    prepare_plots,
+    write_artifacts,
+    write_json,
+)
 from ..report.results import DetectorInfo, FileResult, ModelInfo, ScanReport
 from ..report.schema import dumps, from_jsonable
 from ..weights import DEFAULT_WEIGHTS
@@ -516,15 +525,20 @@ def _run(
     exit_code = EXIT_OK
     started = time.monotonic()
     try:
+        if keep and request.out is not None:
+            prepare_plots()  # matplotlib's C parts load now, not half-way through the first file's images
         todo = _take_over(items, finished, lines, outputs, console)
         for index, item in [t for t in todo if t[1].path in missing]:
             gone = FileResult(item.path, error="no such file or directory", threshold=info.threshold)
             console.print(f"[red]error:[/] {plain(str(item.path))}: no such file or directory", soft_wrap=True)
             outputs.add(index, gone, [])
         _scan_files(scanner, [t for t in todo if t[1].path not in missing], outputs, console)
-    except KeyboardInterrupt as exc:
+    except BaseException as exc:
+        interrupt = interrupt_behind(exc)
+        if interrupt is None:
+            raise
         report.interrupted = True
-        exit_code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        exit_code = EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
         console.print("[yellow]interrupted: writing the results of the files already finished[/]")
     finally:
         report.finished = now()

@@ -86,13 +86,20 @@ def _png_bytes_from_figure(fig: Any) -> bytes:
     return buf.getvalue()
 
 
+def prepare_plots() -> None:
+    """Load matplotlib (headless) ahead of the work whose plots it draws: its import takes a second and loads C
+    extensions, which is better done once before a long loop than inside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+
 def timeline_png(result: FileResult) -> bytes | None:
     """Score over time (per track, and the frame score) with the threshold; None for single images."""
     if result.kind != "video" or len(result.frames) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
+    prepare_plots()
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.2))

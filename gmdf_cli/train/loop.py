@@ -180,6 +180,9 @@ class MetaObjective(nn.Module):
         self.view = _TrainView(model)
         self.inner_scale = 1.0
         """fp16: the loss scale, applied to the inner loss too so its gradients do not underflow."""
+        self.inner_overflowed = False
+        """fp16: an inner gradient of the last meta step overflowed and its update was skipped (the trainer then
+        lowers the loss scale, as the scaler does when theta_O's gradients overflow)."""
 
     def forward(self, kind: str, *args: Any) -> tuple[torch.Tensor, dict[str, float]]:
         return self.baseline(*args) if kind == "baseline" else self.meta(*args)
@@ -240,11 +243,14 @@ class MetaObjective(nn.Module):
             used = [(k, g) for k, g in zip(names, grads, strict=True) if g is not None]
             flat = torch.cat([g.reshape(-1) for _, g in used]) / self.inner_scale
             flat = mean_over_ranks(flat if second else flat.detach(), second)  # one collective for all of theta_E
+            features.append(out.features.detach())
+            losses.append(loss.item())
+            if self.inner_scale != 1.0 and not bool(torch.isfinite(flat).all()):
+                self.inner_overflowed = True  # the same on every rank: the gradient is their mean
+                continue
             for (k, _), step in zip(used, flat.split([fast[k].numel() for k, _ in used]), strict=True):
                 updated = fast[k] - beta * step.view_as(fast[k])
                 fast[k] = updated if second else updated.detach().requires_grad_()
-            features.append(out.features.detach())
-            losses.append(loss.item())
         return fast, features, {"train_cls": sum(losses) / max(1, len(losses))}
 
     def outer(
@@ -410,6 +416,7 @@ class Trainer:
         self._report_bad(loaded.bad)
         batch = loaded.to(self.device)
         self.objective.inner_scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
+        self.objective.inner_overflowed = False
         if self.req.baseline:
             part = batch.train[0]
             total, logs = self.engine("baseline", part.images, part.labels)
@@ -428,7 +435,10 @@ class Trainer:
         if self.req.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable, self.req.grad_clip)
         self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.objective.inner_overflowed:  # theta_E's update was skipped: lower the scale as for theta_O's
+            self.scaler.update(self.scaler.get_scale() * self.scaler.get_backoff_factor())
+        else:
+            self.scaler.update()
         self.scheduler.step()
 
     # -- validation ------------------------------------------------------------------------------------------------
