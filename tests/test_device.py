@@ -216,6 +216,14 @@ def test_fp16_training_skips_an_overflowed_inner_step_instead_of_writing_nan(cac
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
 
 
+def test_a_run_without_validation_says_so_instead_of_an_auc_of_minus_one(cache: Path, tmp_path: Path) -> None:
+    out = invoke_gmdf("train", "--domains", ",".join(KINDS), "--data", str(cache), "--out", str(tmp_path / "run"),
+                   "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "12", "--config", "vit-tiny")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    shown = out.stdout + out.stderr  # the closing table goes where the progress went
+    assert "-1.000" not in shown and "no validation split holds both classes" in shown
+
+
 def test_frechet_loss_is_computed_in_fp32_under_autocast() -> None:
     gen = torch.Generator().manual_seed(0)
     source, target = torch.randn(12, 16, generator=gen), torch.randn(10, 16, generator=gen) + 0.5

@@ -42,7 +42,9 @@ def run_train(request: TrainRequest, console: Console) -> tuple[dict[str, Any], 
         summary = trainer.fit(progress)
     if not trainer.dist.main:
         return summary, None
-    rows = {"steps": str(summary["steps"]), "best mean val video AUC": f"{summary['best_val_auc']:.3f}"}
+    best = summary["best_val_auc"]
+    shown = f"{best:.3f}" if best >= 0 else "none (no validation split holds both classes)"
+    rows = {"steps": str(summary["steps"]), "best mean val video AUC": shown}
     for key, value in summary["last"].items():
         if key.startswith("val_") and key.endswith("video_auc"):
             rows[key] = f"{value:.3f}"
