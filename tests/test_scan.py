@@ -18,7 +18,7 @@ from gmdf_cli.data.media import Sampling, discover
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, assert_schema, invoke_gmdf, perturbed, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, assert_schema, invoke_gmdf, perturbed, run_gmdf
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -268,6 +268,29 @@ def test_discover_sorts_recurses_and_reports(tmp_path: Path) -> None:
     assert [i.path.name for i in found.items] == ["a.jpg", "x.MP4"]
     assert [i.kind for i in found.items] == ["image", "video"]
     assert [p.name for p in found.missing] == ["nope.png"] and [p.name for p in found.skipped] == ["readme.md"]
+
+
+@pytest.mark.skipif(not HAVE_RETINAFACE, reason="needs the RetinaFace weights in ../shared/weights")
+def test_retinaface_with_anchors_made_once_finds_what_facexlib_finds(tmp_path: Path) -> None:
+    """Our detection path (anchors cached per frame size) returns facexlib's own ``detect_faces`` boxes and scores,
+    on frames of two sizes, with two faces and with one, twice over (the second time from the cache)."""
+    from gmdf_cli.data.faces import _downscale, load_detector
+
+    detector, _ = load_detector("retinaface", DETECTOR_WEIGHTS)
+    write_two_face_video(tmp_path / "two.mp4", frames=2)
+    capture = cv2.VideoCapture(str(tmp_path / "two.mp4"))
+    _, two_faces = capture.read()
+    capture.release()
+    frames = [two_faces, cv2.imread(str(ROOT / "examples" / "astronaut.png"))]
+    with torch.inference_mode():
+        for frame in frames * 2:
+            small, scale = _downscale(frame, detector.max_side)
+            ref = detector.net.detect_faces(small, conf_threshold=detector.threshold, use_origin_size=True)
+            found = np.array([[*face.box, face.score] for face in detector.detect(frame)]).reshape(-1, 5)
+            expected = ref[:, :5] / np.array([scale, scale, scale, scale, 1.0])
+            assert found.shape == expected.shape and len(found) >= 1
+            np.testing.assert_allclose(found, expected, atol=1e-3)
+    assert len(detector.detect(two_faces)) == 2 and len(detector._anchors) == 2
 
 
 def test_tracker_keeps_identities_apart() -> None:
