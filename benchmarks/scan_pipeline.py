@@ -5,6 +5,7 @@ Targets: pipeline/model >= 0.85; peak RSS of a `vit-b-16` scan <= 1.2 GB; engine
 
     python benchmarks/scan_pipeline.py [--video PATH] [--config vit-b-16] [--batch 16] [--rounds 2]
     python benchmarks/scan_pipeline.py --against 1253bdf [--only-against]   # the scan before the one engine
+    python benchmarks/scan_pipeline.py --against HEAD~1 --only-against      # any later commit: engine against engine
 
 The model has random weights (none are trained for vit-b-16 here): speed and memory do not depend on their values.
 """
@@ -209,7 +210,8 @@ def against(args: argparse.Namespace, video: Path, weights: Path, tmp: Path) -> 
     argv += [str(torch.get_num_threads()), str(args.rounds)]
     best: dict[str, float] = {"engine": float("inf"), args.against: float("inf")}
     faces: dict[str, int] = {}
-    sides = [("engine", DRIVER_NEW, ROOT), (args.against, DRIVER_OLD, old_root)]
+    old_driver = DRIVER_NEW if (old_root / "gmdf_cli" / "engine").is_dir() else DRIVER_OLD  # before the one engine
+    sides = [("engine", DRIVER_NEW, ROOT), (args.against, old_driver, old_root)]
     for round_ in range(4):  # the order alternates, so neither side always runs second
         for name, driver, root in sides if round_ % 2 == 0 else sides[::-1]:
             faces[name], seconds = _time_side(driver, root, argv)
