@@ -65,7 +65,7 @@ class GMDFGroup(click.Group):
             err.print(f"[bold red]gmdf: error:[/] {plain(exc.format_message())}{where}", soft_wrap=True)
             ctx.exit(EXIT_USAGE)
         except (KeyboardInterrupt, Exception) as exc:
-            interrupt = interrupt_behind(exc)
+            interrupt = None if isinstance(exc, click.exceptions.Exit) else interrupt_behind(exc)  # exits stay exits
             if interrupt is None:
                 raise
             err.print("[bold red]gmdf: interrupted[/]")
