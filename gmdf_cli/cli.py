@@ -21,7 +21,7 @@ from .data.datasets import LAYOUTS
 from .data.detectors import DETECTORS, DetectorOptions
 from .data.media import Sampling
 from .data.synth import KINDS, MASKS
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, GMDFError, Terminated, interrupt_behind
+from .errors import EXIT_FAILURE, EXIT_USAGE, GMDFError, Terminated, interrupt_exit_code
 from .model.config import CONFIG_HELP, CONFIGS
 from .report.render import plain
 
@@ -65,11 +65,11 @@ class GMDFGroup(click.Group):
             err.print(f"[bold red]gmdf: error:[/] {plain(exc.format_message())}{where}", soft_wrap=True)
             ctx.exit(EXIT_USAGE)
         except (KeyboardInterrupt, Exception) as exc:
-            interrupt = None if isinstance(exc, click.exceptions.Exit) else interrupt_behind(exc)  # exits stay exits
-            if interrupt is None:
+            code = None if isinstance(exc, click.exceptions.Exit) else interrupt_exit_code(exc)  # exits stay exits
+            if code is None:
                 raise
             err.print("[bold red]gmdf: interrupted[/]")
-            ctx.exit(EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED)
+            ctx.exit(code)
 
 
 # -- shared options ------------------------------------------------------------------------------------------------

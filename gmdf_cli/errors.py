@@ -34,15 +34,16 @@ class Terminated(KeyboardInterrupt):
     written, then exit 143."""
 
 
-def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
-    """The Ctrl-C or SIGTERM that ``exc`` is, or that caused it. CPython turns an exception raised while a C
-    extension initialises (our signal handlers raise at any bytecode, a lazy ``import matplotlib`` included) into
-    ``ImportError: initialization failed`` whose cause is the interrupt; such an error is that interrupt."""
+def interrupt_exit_code(exc: BaseException) -> int | None:
+    """The exit code of the Ctrl-C (130) or SIGTERM (143) that ``exc`` is, or that caused it; None when no interrupt
+    is behind it. CPython turns an exception raised while a C extension initialises (our signal handlers raise at
+    any bytecode, a lazy ``import matplotlib`` included) into ``ImportError: initialization failed`` whose cause is
+    the interrupt; such an error is that interrupt."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, KeyboardInterrupt):
-            return current
+            return EXIT_TERMINATED if isinstance(current, Terminated) else EXIT_INTERRUPTED
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

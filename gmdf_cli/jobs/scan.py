@@ -25,7 +25,7 @@ from .. import __version__
 from ..api import Detector
 from ..data.faces import DetectorOptions
 from ..data.media import MediaItem, Sampling, discover
-from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, Terminated, UsageError, interrupt_behind
+from ..errors import EXIT_FAILURE, EXIT_OK, UsageError, interrupt_exit_code
 from ..fileio import append_line, sha256_file, write_text_atomic
 from ..progress import progress_bar
 from ..report.render import (
@@ -534,11 +534,11 @@ def _run(
             outputs.add(index, gone, [])
         _scan_files(scanner, [t for t in todo if t[1].path not in missing], outputs, console)
     except BaseException as exc:
-        interrupt = interrupt_behind(exc)
-        if interrupt is None:
+        code = interrupt_exit_code(exc)
+        if code is None:
             raise
         report.interrupted = True
-        exit_code = EXIT_TERMINATED if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+        exit_code = code
         console.print("[yellow]interrupted: writing the results of the files already finished[/]")
     finally:
         report.finished = now()
