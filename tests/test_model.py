@@ -25,7 +25,7 @@ from gmdf_cli.model import (
 from .conftest import perturbed
 
 
-@pytest.mark.parametrize("name", ["vit-tiny", "vit-b-16", "cnn-small"])
+@pytest.mark.parametrize("name", ["vit-tiny", "vit-b-16", "cnn-small", "mnv2"])
 def test_fresh_gmdf_reproduces_clip_image_features(name: str) -> None:
     cfg = get_config(name)
     torch.manual_seed(1)

@@ -156,6 +156,7 @@ HOSTILE = {
     "no-domains": _config(domains=[]),
     "object-domain": _config(domains=[{"a": 1}]),
     "heads-do-not-divide": _config(**{"text.heads": 7}),
+    "expert-from-not-a-number": _config(**{"vision.kind": "mobilenet", "vision.expert_from": "six"}),
     "deep-nesting": "[" * 100_000 + "]" * 100_000,
     "not-json": "not json",
     "a-list": ["a", "list"],

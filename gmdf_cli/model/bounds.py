@@ -91,8 +91,9 @@ def _text(value: Any, where: str, most: int = 200, optional: bool = False) -> No
 
 def _shapes(raw: dict[str, Any], vision: dict[str, Any], text: dict[str, Any]) -> None:
     width, head = vision.get("width", 768), vision.get("head_width", 64)
-    channels = width * 32 if vision.get("kind", "vit") == "resnet" else width  # a ResNet's last stage: 32 x width
-    if channels % head:
+    kind = vision.get("kind", "vit")
+    channels = width * 32 if kind == "resnet" else width  # a ResNet's last stage: 32 x width
+    if kind != "mobilenet" and channels % head:  # a MobileNetV2's shape is fixed: no heads, no width
         raise ConfigError(f"the tower's width {channels} is not a multiple of vision.head_width {head}")
     if vision.get("image_size", 224) % vision.get("patch_size", 16):
         raise ConfigError("vision.image_size must be a multiple of vision.patch_size")
@@ -121,6 +122,7 @@ def check_config(text: str) -> dict[str, Any]:
     vision, text_section = _section(raw, "vision"), _section(raw, "text")
     _int_list(vision.get("stage_layers", []), "vision.stage_layers", 4, 1, 16)
     _text(vision.get("kind", "vit"), "vision.kind", 16)
+    _int(vision.get("expert_from", 0), "vision.expert_from", 0, 63)
     _int_list(raw.get("agg_layers", []), "agg_layers", 16, 0, 63)
     domains = raw.get("domains")
     if not isinstance(domains, list) or not 1 <= len(domains) <= 32:

@@ -23,6 +23,24 @@ def _domain_rows(c: torch.Tensor, ndim: int) -> torch.Tensor:
     return c.view(c.shape[0], *([1] * (ndim - 2)), c.shape[-1])
 
 
+def domain_vector(embedding: nn.Embedding, domain: int | torch.Tensor) -> torch.Tensor:
+    """The domain embedding c_d of eq. 2: (C,) for one domain index shared by the batch, (B, C) for (B,) indices."""
+    if isinstance(domain, int):
+        return embedding.weight[domain]
+    return embedding(domain)
+
+
+def paint_masked_patches(
+    images: torch.Tensor, patch_mask: torch.Tensor, patch: int, colour: torch.Tensor
+) -> torch.Tensor:
+    """A convolutional tower's MIM input (eq. 6): the masked ``patch`` x ``patch`` squares of images (B, 3, S, S)
+    painted with a learnt colour (3,), so the encoder never sees them. patch_mask: (B, (S/patch)^2) bool."""
+    grid = images.shape[-1] // patch
+    pixels = patch_mask.view(-1, 1, grid, grid).to(images.dtype)
+    pixels = F.interpolate(pixels, scale_factor=patch, mode="nearest").bool()
+    return torch.where(pixels, colour.view(1, 3, 1, 1).to(images.dtype), images)
+
+
 class DomainNorm(nn.Module):
     """Domain-conditioned LayerNorm, eq. 2:
     ``DNorm(x, c_d) = (x - mu) / sigma * (gamma0 + W_gamma c_d) + (beta0 + W_beta c_d)``.

@@ -15,6 +15,7 @@ WILDCARD = "*"
 TOWER_KINDS: dict[str, str] = {
     "vit": "CLIP's Vision Transformer (GM-DF's experts and DNorm in every block)",
     "resnet": "CLIP's modified ResNet with attention pooling (GM-DF's parts per stage)",
+    "mobilenet": "ImageNet MobileNetV2 (Keras's, from nsfwjs) with GM-DF's parts in its later blocks",
 }
 """The image towers a config may name (``VisionConfig.kind``); ``gmdf_cli.model.gmdf.TOWERS`` builds them."""
 
@@ -23,7 +24,9 @@ TOWER_KINDS: dict[str, str] = {
 class VisionConfig:
     """open_clip ``CLIPVisionCfg`` subset that GM-DF supports: a plain pre-norm ViT with a class token
     (``kind="vit"``), or CLIP's modified ResNet with attention pooling (``kind="resnet"``, ``stage_layers``
-    bottlenecks per stage; ``patch_size`` is then the MIM patch, 16 = the third stage's stride)."""
+    bottlenecks per stage; ``patch_size`` is then the MIM patch, 16 = the third stage's stride), or Keras's
+    MobileNetV2 (``kind="mobilenet"``: 17 inverted residuals, GM-DF's parts from block ``expert_from`` on; the MIM
+    patch is 16, block 12's stride)."""
 
     image_size: int = 224
     patch_size: int = 16
@@ -33,6 +36,8 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     kind: str = "vit"
     stage_layers: tuple[int, ...] = ()
+    expert_from: int = 0
+    """First MobileNetV2 block with domain-conditioned normalisation and experts (``kind="mobilenet"`` only)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class GMDFConfig:
     """Width of the domain embedding c_d that conditions DNorm (eq. 2), the main path's and each expert's."""
     agg_layers: tuple[int, ...] = (7, 8, 9)
     """0-based blocks whose second-order features are aggregated (eq. 7-8); the paper's layers 8-10. For a ResNet
-    tower: 0-based stages whose pooled features are aggregated."""
+    tower: 0-based stages whose pooled features are aggregated; for a MobileNetV2 tower, 0-based blocks."""
     agg_adapter_dim: int = 32
     prompt_ctx: int = 4
     """Learnable tokens per domain embedding e_dom (eq. 9)."""
@@ -91,7 +96,9 @@ class GMDFConfig:
             raise ValueError(f"unknown vision tower kind {self.vision.kind!r}")
         if self.vision.kind == "resnet" and len(self.vision.stage_layers) != 4:
             raise ValueError("a ResNet tower needs stage_layers for its 4 stages")
-        depth = self.vision.layers if self.vision.kind == "vit" else 3
+        if self.vision.kind == "mobilenet" and (self.vision.patch_size != 16 or not 0 <= self.vision.expert_from < 17):
+            raise ValueError("a MobileNetV2 tower needs patch_size 16 and expert_from in 0..16")
+        depth = {"vit": self.vision.layers, "resnet": 3, "mobilenet": 17}[self.vision.kind]
         low = 1 if self.vision.kind == "vit" else 0
         bad = [i for i in self.agg_layers if not low <= i < depth]
         if bad:
@@ -179,20 +186,39 @@ def _cnn_small() -> GMDFConfig:
     )
 
 
+def _mobilenet_v2() -> GMDFConfig:
+    return GMDFConfig(
+        name="mnv2",
+        embed_dim=256,
+        vision=VisionConfig(image_size=224, patch_size=16, width=32, kind="mobilenet", expert_from=6),
+        text=TextConfig(context_length=32, width=128, heads=4, layers=3),
+        clip_model=None,
+        clip_pretrained="nsfwjs",
+        expert_dim=16,
+        domain_dim=16,
+        agg_layers=(9, 12),
+        agg_adapter_dim=32,
+        prompt_ctx=4,
+        mim_vocab=256,
+    )
+
+
 CONFIGS: dict[str, GMDFConfig] = {
     "vit-b-16": GMDFConfig(name="vit-b-16", quick_gelu=True),
     "vit-tiny": _tiny(),
     "cnn-small": _cnn_small(),
+    "mnv2": _mobilenet_v2(),
 }
 """Registry of named model shapes. ``vit-b-16`` is the paper's; ``vit-tiny`` is for tests and CPU runs;
 ``cnn-small`` is a CLIP-style ResNet tower (as in the journal version's ResNet backbones) that learns from little
-data on a CPU."""
+data on a CPU; ``mnv2`` is an ImageNet-pretrained MobileNetV2 with GM-DF's parts, sized for CPUs."""
 
 
 CONFIG_HELP: dict[str, str] = {
     "vit-b-16": "the paper's CLIP ViT-B/16, from pretrained CLIP",
     "cnn-small": "a CLIP-style ResNet tower sized for CPUs",
     "vit-tiny": "a toy ViT for tests",
+    "mnv2": "an ImageNet MobileNetV2 tower sized for CPUs",
 }
 """One line per registered config, for help texts."""
 

@@ -7,11 +7,16 @@ from __future__ import annotations
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from open_clip.modified_resnet import Bottleneck, ModifiedResNet
 from torch import nn
 
-from .components import DomainBatchNorm, DomainExperts, StageAggregation
+from .components import (
+    DomainBatchNorm,
+    DomainExperts,
+    StageAggregation,
+    domain_vector,
+    paint_masked_patches,
+)
 from .config import GMDFConfig
 
 
@@ -48,7 +53,35 @@ class GMDFBottleneck(nn.Module):
         return out + experts.transpose(1, 2).reshape(out.shape)
 
 
-class GMDFConvImageEncoder(nn.Module):
+class ConvTowerParts(nn.Module):
+    """What GM-DF adds to any convolutional tower besides its blocks: the domain embeddings c_d (index 0 the
+    wildcard), the stage aggregation of ``agg_layers`` (pooled (B, C_l) -> the embedding, weighted from 0), and
+    the learnt colour that paints MIM-masked patches."""
+
+    def add_gmdf_parts(self, cfg: GMDFConfig, channels: list[int], token_dim: int) -> None:
+        """``channels``: the width of each position ``agg_layers`` may name; ``token_dim``: the MIM tokens' width."""
+        self.patch = cfg.vision.patch_size
+        self.agg_layers = tuple(cfg.agg_layers)
+        self.token_dim = token_dim
+        self.domain_embedding = nn.Embedding(cfg.num_domains + 1, cfg.domain_dim)
+        nn.init.normal_(self.domain_embedding.weight, std=0.02)
+        self.aggregation = StageAggregation([channels[i] for i in self.agg_layers], cfg.embed_dim, cfg.agg_adapter_dim)
+        self.mask_token = nn.Parameter(torch.zeros(3))
+
+    def domain_vector(self, domain: int | torch.Tensor) -> torch.Tensor:
+        return domain_vector(self.domain_embedding, domain)
+
+    def prepare(
+        self, images: torch.Tensor, domain: int | torch.Tensor, patch_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The images with masked patches painted, the samples' domain embedding (C,) or (B, C), and the N source
+        domains' (N, C)."""
+        if patch_mask is not None:
+            images = paint_masked_patches(images, patch_mask, self.patch, self.mask_token)
+        return images, self.domain_vector(domain), self.domain_embedding.weight[1:]
+
+
+class GMDFConvImageEncoder(ConvTowerParts):
     """CLIP's modified ResNet with GM-DF's parts. images (B, 3, S, S), domain, patch_mask (B, (S/16)^2) ->
     pooled features (B, E) and the third stage's positions as tokens (B, (S/16)^2, C_3) for the MIM head.
     Masked 16x16 patches are painted with a learnt colour BEFORE the stem, so the encoder never sees them."""
@@ -74,19 +107,8 @@ class GMDFConvImageEncoder(nn.Module):
             for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4)
         )
         self.attnpool = visual.attnpool
-        self.patch = cfg.vision.patch_size
-        self.agg_layers = tuple(cfg.agg_layers)
         channels = [layer[-1].bn3.num_features for layer in (visual.layer1, visual.layer2, visual.layer3)]
-        self.token_dim = channels[2]
-        self.domain_embedding = nn.Embedding(cfg.num_domains + 1, cfg.domain_dim)
-        nn.init.normal_(self.domain_embedding.weight, std=0.02)
-        self.aggregation = StageAggregation([channels[i] for i in self.agg_layers], cfg.embed_dim, cfg.agg_adapter_dim)
-        self.mask_token = nn.Parameter(torch.zeros(3))
-
-    def domain_vector(self, domain: int | torch.Tensor) -> torch.Tensor:
-        if isinstance(domain, int):
-            return self.domain_embedding.weight[domain]
-        return self.domain_embedding(domain)
+        self.add_gmdf_parts(cfg, channels, token_dim=channels[2])
 
     def cam_target(self) -> nn.Module:
         """Where Grad-CAM looks: the last bottleneck's output feature map."""
@@ -96,13 +118,7 @@ class GMDFConvImageEncoder(nn.Module):
     def forward(
         self, images: torch.Tensor, domain: int | torch.Tensor = 0, patch_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if patch_mask is not None:
-            grid = images.shape[-1] // self.patch
-            pixels = patch_mask.view(-1, 1, grid, grid).to(images.dtype)
-            pixels = F.interpolate(pixels, scale_factor=self.patch, mode="nearest").bool()
-            images = torch.where(pixels, self.mask_token.view(1, 3, 1, 1).to(images.dtype), images)
-        c = self.domain_vector(domain)
-        sources = self.domain_embedding.weight[1:]
+        images, c, sources = self.prepare(images, domain, patch_mask)
         x = self.stem(images)
         pooled_stages: list[torch.Tensor] = []
         tokens = x

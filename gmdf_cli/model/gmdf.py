@@ -22,10 +22,12 @@ from .components import (
     PatchTokenizer,
     SecondOrderAggregation,
     TextEncoder,
+    domain_vector,
     modulate,
 )
 from .config import WILDCARD, GMDFConfig
 from .conv import GMDFConvImageEncoder
+from .mobilenet import GMDFMobileNetImageEncoder, MobileNetV2Visual
 
 Domain = int | torch.Tensor
 """A domain index for the whole batch (int) or per sample (LongTensor (B,)); 0 is the wildcard."""
@@ -108,9 +110,7 @@ class GMDFImageEncoder(nn.Module):
         return cast(GMDFBlock, self.blocks[-1]).ln_1
 
     def domain_vector(self, domain: Domain) -> torch.Tensor:
-        if isinstance(domain, int):
-            return self.domain_embedding.weight[domain]
-        return self.domain_embedding(domain)
+        return domain_vector(self.domain_embedding, domain)
 
     def forward(
         self, images: torch.Tensor, domain: Domain = 0, patch_mask: torch.Tensor | None = None
@@ -165,7 +165,7 @@ class GMDF(nn.Module):
         self.config = cfg
         backbone_ids = {id(p) for p in clip.parameters()}
         image_ids = {id(p) for p in clip.visual.parameters()}
-        self.visual: GMDFImageEncoder | GMDFConvImageEncoder = TOWERS[cfg.vision.kind](clip.visual, cfg)
+        self.visual: ImageTower = TOWERS[cfg.vision.kind](clip.visual, cfg)
         self.text: TextEncoder | None = TextEncoder(clip)
         ids, dom_slots, cls_slot, class_init = _prompt_template(cfg, clip.token_embedding)
         self.prompts = DomainClassPrompts(ids, dom_slots, cls_slot, class_init, cfg.num_domains, cfg.tau_base)
@@ -342,17 +342,55 @@ def _open_clip_name(cfg: GMDFConfig) -> str:
     return name
 
 
-TOWERS: dict[str, type[GMDFImageEncoder] | type[GMDFConvImageEncoder]] = {
+ImageTower = GMDFImageEncoder | GMDFConvImageEncoder | GMDFMobileNetImageEncoder
+
+TOWERS: dict[str, type[ImageTower]] = {
     "vit": GMDFImageEncoder,
     "resnet": GMDFConvImageEncoder,
+    "mobilenet": GMDFMobileNetImageEncoder,
 }
 """The tower registry: ``VisionConfig.kind`` -> the GM-DF image encoder built around CLIP's own tower."""
+
+
+PRETRAINED_TOWERS = {"nsfwjs": "mobilenet-v2-nsfwjs.safetensors"}
+"""Pretrained weights of non-CLIP image towers that ship with gmdf (tag -> file in ``weights/shipped``), made by
+``gmdf_cli.tools.tfjs`` from the npm files; their provenance is in each file's metadata."""
+
+
+def _mobilenet_clip(cfg: GMDFConfig, pretrained: str | None) -> nn.Module:
+    """A CLIP whose image tower is :class:`MobileNetV2Visual`, text tower as ``cfg`` says. ``pretrained``: a tag
+    of ``PRETRAINED_TOWERS`` or a converted safetensors file of the bare network; the projection and the text tower
+    start random either way (no CLIP was ever trained on this tower)."""
+    from safetensors.torch import load_file
+
+    shape = _clip_shape(cfg)
+    shape["vision_cfg"] = {"image_size": 32, "patch_size": 16, "width": 64, "layers": 1, "head_width": 64}
+    model = open_clip.CLIP(**shape)  # its throwaway ViT is replaced at once
+    model.visual = MobileNetV2Visual(cfg.embed_dim)
+    if pretrained:
+        from ..weights.registry import SHIPPED_DIR
+
+        path = SHIPPED_DIR / PRETRAINED_TOWERS[pretrained] if pretrained in PRETRAINED_TOWERS else Path(pretrained)
+        if not path.is_file():
+            raise ValueError(
+                f"no MobileNetV2 weights {pretrained!r} (known: {', '.join(PRETRAINED_TOWERS)}, or a file)"
+            )
+        missing, unexpected = model.visual.trunk.load_state_dict(load_file(str(path)), strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ValueError(
+                f"{path.name} does not fit MobileNetV2: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+    model.train(False)
+    return model
 
 
 def build_clip(cfg: GMDFConfig, pretrained: str | None = None) -> nn.Module:
     """The CLIP backbone for ``cfg``. With ``pretrained`` (an open_clip tag such as ``openai``, or a local CLIP
     checkpoint file) the weights are resolved and loaded by open_clip's own pretrained mechanism; without it the
-    backbone is randomly initialised."""
+    backbone is randomly initialised. A MobileNetV2 config's image tower loads its own weights (``nsfwjs``)."""
+    if cfg.vision.kind == "mobilenet":
+        return _mobilenet_clip(cfg, pretrained)
     if pretrained:
         model = open_clip.create_model(
             _open_clip_name(cfg), pretrained=pretrained, force_quick_gelu=cfg.quick_gelu, require_pretrained=True

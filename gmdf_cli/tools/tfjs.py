@@ -7,6 +7,11 @@ version, licence, sha256 of every source file) in the file's metadata.
         gmdf_cli/weights/shipped/face-landmark-68.safetensors --network face-landmark-68 \\
         --package @vladmandic/face-api --version 1.7.15 --license MIT
 
+    npm pack nsfwjs@4.3.0 && tar xzf nsfwjs-4.3.0.tgz   # needs node on the PATH to read its .min.js bundles
+    python -m gmdf_cli.tools.tfjs package/dist/models/mobilenet_v2/model.min.js \\
+        gmdf_cli/weights/shipped/mobilenet-v2-nsfwjs.safetensors --network mobilenet-v2 \\
+        --package nsfwjs --version 4.3.0 --license MIT
+
 The manifest format: a list of weight groups, each with the shard files (``paths``, concatenated in order) and its
 weights (``name``, ``shape``, ``dtype``, optional ``quantization``) laid out back to back, row-major in tfjs's
 layout. 8- and 16-bit affine quantisation dequantises as ``float32(q * scale + min)``, computed in float64 as tfjs
@@ -36,9 +41,14 @@ def read_manifest(manifest: Path) -> dict[str, np.ndarray]:
         groups = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the tfjs manifest {manifest}: {exc}") from None
+    return read_groups(groups, lambda name: (manifest.parent / name).read_bytes(), str(manifest))
+
+
+def read_groups(groups: list[dict], shard: Callable[[str], bytes], where: str) -> dict[str, np.ndarray]:
+    """The tensors of a manifest's weight groups, each group's shards (read by ``shard(path)``) back to back."""
     tensors: dict[str, np.ndarray] = {}
     for group in groups:
-        data = b"".join((manifest.parent / name).read_bytes() for name in group["paths"])
+        data = b"".join(shard(name) for name in group["paths"])
         offset = 0
         for weight in group["weights"]:
             shape = tuple(int(s) for s in weight["shape"])
@@ -49,7 +59,7 @@ def read_manifest(manifest: Path) -> dict[str, np.ndarray]:
             size = int(np.prod(shape, dtype=np.int64))
             end = offset + size * np.dtype(_STORED[stored]).itemsize
             if end > len(data):
-                raise UsageError(f"{manifest}: the shards end inside {weight['name']}")
+                raise UsageError(f"{where}: the shards end inside {weight['name']}")
             values = np.frombuffer(data[offset:end], dtype=_STORED[stored])
             offset = end
             if quant and stored in ("uint8", "uint16"):
@@ -59,8 +69,46 @@ def read_manifest(manifest: Path) -> dict[str, np.ndarray]:
                 values = values.astype(np.float32)
             tensors[weight["name"]] = values.reshape(shape).copy()
         if offset != len(data):
-            raise UsageError(f"{manifest}: {len(data) - offset} bytes of the shards belong to no weight")
+            raise UsageError(f"{where}: {len(data) - offset} bytes of the shards belong to no weight")
     return tensors
+
+
+_NODE_EXPORT = "process.stdout.write(JSON.stringify(require(require('path').resolve(process.argv[1]))))"
+
+
+def _node_module(path: Path) -> object:
+    """What a CommonJS/UMD module of an npm package exports, evaluated by node itself (nsfwjs ships its model JSON
+    and base64 shards as minified JavaScript, not as JSON), as plain JSON data."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        raise UsageError(f"reading {path} needs node (JavaScript) on the PATH")
+    done = subprocess.run([node, "-e", _NODE_EXPORT, str(path)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise UsageError(f"node could not read {path}: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
+
+
+def read_nsfwjs(model_js: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
+    """An nsfwjs model folder's ``model.min.js`` (a layers model's topology and weights manifest) and its
+    ``group*-shard*.min.js`` (base64 shards) -> tensors in tfjs layout, and the source files read."""
+    import base64
+
+    bundle = _node_module(model_js)
+    if not isinstance(bundle, dict) or "weightsManifest" not in bundle:
+        raise UsageError(f"{model_js} is not an nsfwjs model bundle (no weightsManifest)")
+    groups = bundle["weightsManifest"]
+    files = [model_js.parent / f"{p}.min.js" for g in groups for p in g["paths"]]
+
+    def shard(name: str) -> bytes:
+        text = _node_module(model_js.parent / f"{name}.min.js")
+        if not isinstance(text, str):
+            raise UsageError(f"{name}.min.js does not export a base64 shard")
+        return base64.b64decode(text, validate=True)
+
+    return read_groups(groups, shard, str(model_js)), [model_js, *files]
 
 
 def _landmark_68(tfjs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -86,6 +134,36 @@ def _landmark_68(tfjs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 
+def _keras_bn(tfjs: dict[str, np.ndarray], keras: str, ours: str) -> dict[str, np.ndarray]:
+    names = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+    return {f"{ours}.{t}": tfjs.pop(f"{keras}/{k}") for k, t in names.items()}
+
+
+def _mobilenet_v2(tfjs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keras's MobileNetV2 (nsfwjs) -> ``gmdf_cli.model.mobilenet.MobileNetV2``: Conv2D kernels HWIO -> OIHW,
+    depthwise (H, W, C, 1) -> (C, 1, H, W), BatchNormalization gamma/beta/moving statistics -> weight/bias/running_*.
+    nsfwjs's own classifier (``dense_*``, 5 NSFW classes) is left out."""
+    from ..model.mobilenet import MOBILENET_V2
+
+    tfjs = {k: v for k, v in tfjs.items() if not k.startswith("dense_")}
+    out: dict[str, np.ndarray] = {"stem.conv.weight": tfjs.pop("Conv1/kernel").transpose(3, 2, 0, 1)}
+    out |= _keras_bn(tfjs, "bn_Conv1", "stem.bn")
+    for k in range(sum(n for _, _, n, _ in MOBILENET_V2)):
+        keras = "expanded_conv" if k == 0 else f"block_{k}"
+        if k:
+            out[f"blocks.{k}.expand.conv.weight"] = tfjs.pop(f"{keras}_expand/kernel").transpose(3, 2, 0, 1)
+            out |= _keras_bn(tfjs, f"{keras}_expand_BN", f"blocks.{k}.expand.bn")
+        out[f"blocks.{k}.depthwise.conv.weight"] = tfjs.pop(f"{keras}_depthwise/depthwise_kernel").transpose(2, 3, 0, 1)
+        out |= _keras_bn(tfjs, f"{keras}_depthwise_BN", f"blocks.{k}.depthwise.bn")
+        out[f"blocks.{k}.project.conv.weight"] = tfjs.pop(f"{keras}_project/kernel").transpose(3, 2, 0, 1)
+        out |= _keras_bn(tfjs, f"{keras}_project_BN", f"blocks.{k}.project.bn")
+    out["head.conv.weight"] = tfjs.pop("Conv_1/kernel").transpose(3, 2, 0, 1)
+    out |= _keras_bn(tfjs, "Conv_1_bn", "head.bn")
+    if tfjs:
+        raise UsageError(f"unexpected tensors for mobilenet-v2: {sorted(tfjs)[:5]}")
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
 @dataclass(frozen=True)
 class Network:
     tensors: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -93,7 +171,8 @@ class Network:
 
 
 NETWORKS = {
-    "face-landmark-68": Network(_landmark_68, "face-api's 68-point face landmark net (112 px, depthwise-separable)")
+    "face-landmark-68": Network(_landmark_68, "face-api's 68-point face landmark net (112 px, depthwise-separable)"),
+    "mobilenet-v2": Network(_mobilenet_v2, "Keras's ImageNet MobileNetV2 (224 px) as nsfwjs ships it (model.min.js)"),
 }
 
 
@@ -106,9 +185,13 @@ def convert(manifest: Path, target: Path, network: str, package: str, version: s
 
     if network not in NETWORKS:
         raise UsageError(f"unknown network {network!r} (known: {', '.join(NETWORKS)})")
-    tensors = NETWORKS[network].tensors(read_manifest(manifest))
-    groups = json.loads(manifest.read_text(encoding="utf-8"))
-    sources = [manifest] + [manifest.parent / p for g in groups for p in g["paths"]]
+    if manifest.name.endswith(".js"):
+        raw, sources = read_nsfwjs(manifest)
+    else:
+        raw = read_manifest(manifest)
+        groups = json.loads(manifest.read_text(encoding="utf-8"))
+        sources = [manifest] + [manifest.parent / p for g in groups for p in g["paths"]]
+    tensors = NETWORKS[network].tensors(raw)
     metadata = {
         "network": network,
         "source_package": package,
