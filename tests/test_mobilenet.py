@@ -82,3 +82,12 @@ def test_the_converter_reads_nsfwjs_javascript_bundles(tmp_path: Path) -> None:
     tensors, sources = read_nsfwjs(tmp_path / "model.min.js")
     np.testing.assert_array_equal(tensors["w"], values)
     assert [p.name for p in sources] == ["model.min.js", "group1-shard1of1.min.js"]
+
+
+def test_pretrained_tower_weights_that_are_not_safetensors_are_refused_plainly(tmp_path: Path) -> None:
+    bogus = tmp_path / "tower.safetensors"
+    bogus.write_text("not weights")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        build_clip(get_config("mnv2"), str(bogus))
+    with pytest.raises(ValueError, match="no MobileNetV2 weights"):
+        build_clip(get_config("mnv2"), "imagenet")

@@ -349,7 +349,8 @@ TOWERS: dict[str, type[ImageTower]] = {
     "resnet": GMDFConvImageEncoder,
     "mobilenet": GMDFMobileNetImageEncoder,
 }
-"""The tower registry: ``VisionConfig.kind`` -> the GM-DF image encoder built around CLIP's own tower."""
+"""The tower registry: ``VisionConfig.kind`` -> the GM-DF image encoder built around ``clip.visual`` (CLIP's own
+tower, or for ``mobilenet`` gmdf's :class:`MobileNetV2Visual`)."""
 
 
 PRETRAINED_TOWERS = {"nsfwjs": "mobilenet-v2-nsfwjs.safetensors"}
@@ -375,7 +376,11 @@ def _mobilenet_clip(cfg: GMDFConfig, pretrained: str | None) -> nn.Module:
             raise ValueError(
                 f"no MobileNetV2 weights {pretrained!r} (known: {', '.join(PRETRAINED_TOWERS)}, or a file)"
             )
-        missing, unexpected = model.visual.trunk.load_state_dict(load_file(str(path)), strict=False)
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # safetensors' own error type for a file that is not one
+            raise ValueError(f"{path.name} is not a safetensors file ({exc})") from None
+        missing, unexpected = model.visual.trunk.load_state_dict(tensors, strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
             raise ValueError(

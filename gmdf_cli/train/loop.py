@@ -373,8 +373,9 @@ class Trainer:
             model = build_model(self.cfg, pretrained=pretrained or None)
         except (RuntimeError, OSError, ValueError) as exc:
             raise UsageError(
-                f"cannot load the CLIP weights {pretrained!r} for {self.cfg.name} ({str(exc).splitlines()[0]}); "
-                "pass --pretrained FILE (an open_clip checkpoint) or --pretrained none"
+                f"cannot load the pretrained weights {pretrained!r} for {self.cfg.name} ({str(exc).splitlines()[0]}); "
+                "pass --pretrained FILE (an open_clip checkpoint, or for mnv2 a converted MobileNetV2) or "
+                "--pretrained none"
             ) from None
         return model.to(self.device)
 
