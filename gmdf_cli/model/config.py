@@ -187,19 +187,12 @@ def _cnn_small() -> GMDFConfig:
 
 
 def _mobilenet_v2() -> GMDFConfig:
-    return GMDFConfig(
+    """cnn-small's text tower, embedding and GM-DF widths on the pretrained MobileNetV2."""
+    return _cnn_small().replace(
         name="mnv2",
-        embed_dim=256,
         vision=VisionConfig(image_size=224, patch_size=16, width=32, kind="mobilenet", expert_from=6),
-        text=TextConfig(context_length=32, width=128, heads=4, layers=3),
-        clip_model=None,
         clip_pretrained="nsfwjs",
-        expert_dim=16,
-        domain_dim=16,
         agg_layers=(9, 12),
-        agg_adapter_dim=32,
-        prompt_ctx=4,
-        mim_vocab=256,
     )
 
 

@@ -14,12 +14,10 @@ from typing import cast
 
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from .components import (
-    DomainBatchNorm,
-    DomainExperts,
-)
+from .components import DomainBatchNorm, DomainExperts
 from .config import GMDFConfig
 from .conv import ConvTowerParts
 
@@ -100,8 +98,6 @@ class MobileNetV2(nn.Module):
 def to_network_range(images: torch.Tensor) -> torch.Tensor:
     """CLIP-normalised ``(x - mean) / std`` -> ``2x - 1``, the range Keras's MobileNetV2 was trained on (x: the RGB
     pixels in [0, 1]). (B, 3, H, W) -> (B, 3, H, W)."""
-    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
-
     scale = torch.tensor(OPENAI_DATASET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) * 2
     shift = torch.tensor(OPENAI_DATASET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) * 2 - 1
     return images * scale + shift

@@ -37,11 +37,17 @@ _STORED = {"float32": "<f4", "int32": "<i4", "uint8": "<u1", "uint16": "<u2", "f
 
 def read_manifest(manifest: Path) -> dict[str, np.ndarray]:
     """Every tensor of a tfjs weights manifest, dequantised, in tfjs layout (name -> array)."""
+    return _read_manifest(manifest)[0]
+
+
+def _read_manifest(manifest: Path) -> tuple[dict[str, np.ndarray], list[Path]]:
+    """The manifest's tensors and the files read (the manifest, then its shards)."""
     try:
         groups = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the tfjs manifest {manifest}: {exc}") from None
-    return read_groups(groups, lambda name: (manifest.parent / name).read_bytes(), str(manifest))
+    tensors = read_groups(groups, lambda name: (manifest.parent / name).read_bytes(), str(manifest))
+    return tensors, [manifest] + [manifest.parent / p for g in groups for p in g["paths"]]
 
 
 def read_groups(groups: list[dict], shard: Callable[[str], bytes], where: str) -> dict[str, np.ndarray]:
@@ -185,12 +191,7 @@ def convert(manifest: Path, target: Path, network: str, package: str, version: s
 
     if network not in NETWORKS:
         raise UsageError(f"unknown network {network!r} (known: {', '.join(NETWORKS)})")
-    if manifest.name.endswith(".js"):
-        raw, sources = read_nsfwjs(manifest)
-    else:
-        raw = read_manifest(manifest)
-        groups = json.loads(manifest.read_text(encoding="utf-8"))
-        sources = [manifest] + [manifest.parent / p for g in groups for p in g["paths"]]
+    raw, sources = read_nsfwjs(manifest) if manifest.name.endswith(".js") else _read_manifest(manifest)
     tensors = NETWORKS[network].tensors(raw)
     metadata = {
         "network": network,
