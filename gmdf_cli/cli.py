@@ -493,7 +493,8 @@ def synth(kinds: str, device: str, **options: Any) -> None:
 @click.option(
     "--lr",
     type=float,
-    help="delta: Adam's rate for theta_O (eq. 12; default 3e-6 for vit-b-16 as in the paper, 1e-3 otherwise).",
+    help="delta: Adam's rate for theta_O (eq. 12; default 3e-6 for vit-b-16 as in the paper, 3e-4 for the "
+    "pretrained mnv2, 1e-3 for towers from random weights).",
 )
 @click.option(
     "--inner-lr",

@@ -336,6 +336,18 @@ def test_train_defaults_to_the_papers_setting() -> None:
     assert request.align_weight == request.mim_weight == 1.0  # the paper sums its losses with weight 1
 
 
+def test_every_registered_config_has_its_own_default_learning_rate() -> None:
+    """A config added to the registry without a rate used to fall back to 1e-5 unnoticed (mnv2 trained 30x too
+    slowly); now each registered config names its rate and an unregistered one is a KeyError, not a guess."""
+    from gmdf_cli.model.config import CONFIGS
+    from gmdf_cli.train.loop import DEFAULT_LR
+
+    assert set(DEFAULT_LR) == set(CONFIGS)
+    assert TrainRequest(domains=["ff"], data="-", out="-", config="mnv2").learning_rate == 3e-4
+    with pytest.raises(KeyError):
+        _ = TrainRequest(domains=["ff"], data="-", out="-", config="not-registered").learning_rate
+
+
 def test_the_meta_test_domain_gets_its_share_of_the_batch(caches: tuple[Path, Path], tmp_path: Path) -> None:
     """theta_O learns from the meta-test part alone: by default it is half the batch, not 1/N of it."""
     train, _ = caches
