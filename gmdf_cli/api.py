@@ -2,7 +2,7 @@
 
     from gmdf_cli import Detector
 
-    detector = Detector.from_pretrained("gmdf-cnn-small-dev", device="cpu")
+    detector = Detector.from_pretrained("gmdf-mnv2-dev", device="cpu")
     result = detector.scan("examples/astronaut.png")
     print(result.verdict, result.score)
 

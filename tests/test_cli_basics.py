@@ -48,7 +48,7 @@ def test_weights_list_with_a_user_zoo(tmp_path: Path) -> None:
     assert_schema("WeightsList", json.loads(out.stdout))
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["lab-model"]["path"] is None and rows["lab-model"]["config"] == "vit-b-16"
-    assert rows["gmdf-cnn-small-dev"]["path"]  # the shipped default is always on the machine
+    assert rows["gmdf-mnv2-dev"]["path"]  # the shipped default is always on the machine
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ def test_a_built_wheel_installed_elsewhere_scans_with_the_shipped_detector(tmp_p
     assert done.returncode == 0, done.stderr
     wheel = next(dist.glob("gmdf_cli-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "gmdf_cli/weights/shipped/gmdf-cnn-small-dev.safetensors" in names
+    assert "gmdf_cli/weights/shipped/gmdf-mnv2-dev.safetensors" in names
     assert "gmdf_cli/weights/shipped/CARD.md" in names and "gmdf_cli/report/schema.json" in names
     assert "gmdf_cli/report/templates/report.html.j2" in names
     prefix = tmp_path / "prefix"

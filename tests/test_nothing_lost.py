@@ -197,7 +197,7 @@ def test_weights_with_nan_tensors_are_refused(weights: Path, tmp_path: Path) -> 
     [
         ({"lab": {"config": "vit-b-16", "description": "x", "sha256": "", "repo_id": "o/r"}}, "sha256"),
         ({"lab": {"config": "vit-b-16", "description": "x", "sha256": 5, "repo_id": "o/r"}}, "sha256"),
-        ({"gmdf-cnn-small-dev": {"config": "c", "description": "x", "sha256": "a" * 64, "repo_id": "o/r"}}, "built-in"),
+        ({"gmdf-mnv2-dev": {"config": "c", "description": "x", "sha256": "a" * 64, "repo_id": "o/r"}}, "built-in"),
         (["not", "an", "object"], "object"),
         ({"lab": "a string"}, "object"),
     ],

@@ -168,7 +168,7 @@ def test_report_opens_in_chromium_with_every_image_loaded(banded: tuple[Path, fl
 # -- the terminal --------------------------------------------------------------------------------------------------
 def test_data_goes_to_stdout_and_messages_to_stderr() -> None:
     listed = invoke_gmdf("weights", "list")
-    assert "gmdf-cnn-small-dev" in listed.stdout and "gmdf-cnn-small-dev" not in listed.stderr
+    assert "gmdf-mnv2-dev" in listed.stdout and "gmdf-mnv2-dev" not in listed.stderr
 
 
 LOADED = (

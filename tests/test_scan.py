@@ -18,7 +18,15 @@ from gmdf_cli.data.media import Sampling, discover
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, assert_schema, invoke_gmdf, perturbed, run_gmdf
+from .conftest import (
+    DETECTOR_WEIGHTS,
+    HAVE_RETINAFACE,
+    assert_schema,
+    detector_options,
+    invoke_gmdf,
+    perturbed,
+    run_gmdf,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -430,3 +438,15 @@ def test_detector_weights_from_the_environment(weights: Path) -> None:
     detector = json.loads(out.stdout)["detector"]
     assert detector["name"] == "retinaface" and detector["fallback_reason"] is None
     assert detector["sha256"] == "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220"
+
+
+def test_the_shipped_default_does_not_call_the_readme_astronaut_fake() -> None:
+    """The README's first command scans examples/astronaut.{png,mp4}, a real photo and a clip of it: the shipped
+    default must not call them fake (the previous default did, 0.84 and 0.86)."""
+    from gmdf_cli import Detector
+
+    detector = Detector.from_pretrained(device="cpu", face_detector=detector_options(), sampling=Sampling(frames=8))
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    results = list(detector.scan_many([examples / "astronaut.png", examples / "astronaut.mp4"]))
+    assert [r.faces_found > 0 for r in results] == [True, True]
+    assert [r.verdict for r in results if r.verdict == "fake"] == [], [(r.verdict, r.score) for r in results]

@@ -40,16 +40,16 @@ class ZooEntry:
         return f"{self.repo_id}/{self.filename}@{self.revision}" if self.repo_id else "-"
 
 
-DEFAULT_WEIGHTS = "gmdf-cnn-small-dev"
-"""The detector `gmdf scan` uses without ``--weights``: trained on the CPU from the development media, shipped in
-the package (its card is gmdf_cli/weights/shipped/CARD.md)."""
+DEFAULT_WEIGHTS = "gmdf-mnv2-dev"
+"""The detector `gmdf scan` uses without ``--weights``: GM-DF on the ImageNet MobileNetV2 tower, trained on the CPU
+from the development media, shipped in the package (its card is gmdf_cli/weights/shipped/CARD.md)."""
 ZOO: dict[str, ZooEntry] = {
     DEFAULT_WEIGHTS: ZooEntry(
         name=DEFAULT_WEIGHTS,
-        config="cnn-small",
-        description="default: GM-DF on a small CLIP-ResNet tower, trained here on the dev media (research use only)",
-        sha256="6785ac5583b289e754c1d8a6bf3e3e44802404d43599a9b25217ecc8090fda1c",
-        local="gmdf-cnn-small-dev.safetensors",
+        config="mnv2",
+        description="default: GM-DF on an ImageNet MobileNetV2, trained here on the dev media (research use only)",
+        sha256="51dc0089e7174afab34a254e5ee4148f36baae5f08e27637ac4452b78bbdb34d",
+        local="gmdf-mnv2-dev.safetensors",
     )
 }
 """Built-in entries (``$GMDF_ZOO`` adds more)."""
