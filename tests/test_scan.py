@@ -18,15 +18,8 @@ from gmdf_cli.data.media import Sampling, discover
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import save_checkpoint
 
-from .conftest import (
-    DETECTOR_WEIGHTS,
-    HAVE_RETINAFACE,
-    assert_schema,
-    detector_options,
-    invoke_gmdf,
-    perturbed,
-    run_gmdf,
-)
+from . import conftest
+from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, assert_schema, invoke_gmdf, perturbed, run_gmdf
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -445,7 +438,9 @@ def test_the_shipped_default_does_not_call_the_readme_astronaut_fake() -> None:
     default must not call them fake (the previous default did, 0.84 and 0.86)."""
     from gmdf_cli import Detector
 
-    detector = Detector.from_pretrained(device="cpu", face_detector=detector_options(), sampling=Sampling(frames=8))
+    detector = Detector.from_pretrained(
+        device="cpu", face_detector=conftest.detector_options(), sampling=Sampling(frames=8)
+    )
     examples = Path(__file__).resolve().parent.parent / "examples"
     results = list(detector.scan_many([examples / "astronaut.png", examples / "astronaut.mp4"]))
     assert [r.faces_found > 0 for r in results] == [True, True]
