@@ -283,3 +283,12 @@ def test_each_sample_is_scaled_by_its_own_domains_temperature(tiny_model) -> Non
                 assert float(logits[i, d, c]) == pytest.approx(expected, rel=1e-5)
     # what a deployed model scores, its own domain's row, is the same under either reading
     assert torch.allclose(logits[0, 1], (features[0] @ text[1].T) / temps[1])
+
+
+def test_a_negative_temperature_slope_never_takes_tau_below_its_base(tiny_model) -> None:
+    """eq. 10 with phi < 0 and large prompt norms used to reach the 1e-3 floor (logits x1000, a diverged run)."""
+    prompts = tiny_model.prompts
+    with torch.no_grad():
+        prompts.phi.fill_(-0.05)
+        prompts.dom_ctx.mul_(0).add_(1.0)  # every domain's prompt norm well above 0.01 / 0.05
+    assert torch.allclose(prompts.temperatures().detach(), prompts.tau_base.expand(prompts.dom_ctx.shape[0]))
