@@ -159,7 +159,7 @@ def test_a_built_wheel_installed_elsewhere_scans_with_the_shipped_detector(tmp_p
     report = json.loads(done.stdout)
     assert_schema("ScanReport", report)
     assert report["model"]["source"] == "shipped" and report["model"]["path"].startswith(str(prefix))
-    assert report["files"][0]["verdict"] in ("real", "fake")
+    assert report["files"][0]["verdict"] in ("real", "fake", "uncertain")  # scored: not no-face or error
     assert "known weaknesses" in (elsewhere / "report" / "report.html").read_text()  # the packaged template
 
 
