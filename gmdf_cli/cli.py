@@ -541,6 +541,16 @@ def synth(kinds: str, device: str, **options: Any) -> None:
     help="Add a 'blend' domain: real training crops against self-blended fakes made from them at every step.",
 )
 @mask_option("--blend-mask", "--online-blend's mask")
+@click.option(
+    "--face-px",
+    type=click.IntRange(min=0, max=4096),
+    help="Shrink every face to at most this many pixels before the model, in training and scanning (0: off).",
+)
+@click.option(
+    "--face-jpeg",
+    type=click.IntRange(min=0, max=100),
+    help="Re-encode every face as JPEG at this quality before the model, in training and scanning (0: off).",
+)
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="Data-loader processes (same batches for any).")
 @precision_option
 @device_option

@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from gmdf_cli.analysis.metrics import detection_metrics, video_level
+from gmdf_cli.data.faces import InputFormat
 from gmdf_cli.errors import UsageError
 from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 from gmdf_cli.model import build_model, get_config
@@ -63,7 +64,7 @@ def held_out_auc(weights: Path, cache: Path) -> tuple[float, float]:
     rows = read_index(cache)
     scores: list[float] = []
     for start in range(0, len(rows), 64):
-        images, _, _ = load_batch(rows[start : start + 64], model.config.vision.image_size)
+        images, _, _ = load_batch(rows[start : start + 64], InputFormat.of(model.config.vision))
         scores.extend(model.predict(images).tolist())
     labels = [r.label for r in rows]
     _, v_labels, v_scores = video_level([f"{r.domain}/{r.video_id}" for r in rows], labels, scores)
@@ -289,9 +290,9 @@ def test_online_blend_domain_trains_deterministically(caches: tuple[Path, Path],
     # the blend domain's fakes are the real crops, blended as they are loaded; its reals stay untouched
     trainer.planner.augment = False
     crops = trainer.sampler.draw(ONLINE_DOMAIN, 8)
-    part = load_part(trainer.planner._part(crops, 0), trainer.size)
+    part = load_part(trainer.planner._part(crops, 0), trainer.input_format)
     images, labels = part.images, part.labels
-    plain, _, _ = load_batch(crops, trainer.size, torch.zeros(len(crops), dtype=torch.bool))
+    plain, _, _ = load_batch(crops, trainer.input_format, torch.zeros(len(crops), dtype=torch.bool))
     plain_flipped = plain.flip(-1)
     for i, label in enumerate(labels.tolist()):
         same = torch.equal(images[i], plain[i]) or torch.equal(images[i], plain_flipped[i])
@@ -360,3 +361,14 @@ def test_the_meta_test_domain_gets_its_share_of_the_batch(caches: tuple[Path, Pa
         assert [len(p.crops) for p in plan.train] == [6, 6]
     equal = Trainer(TrainRequest(**{**dataclasses.asdict(request), "meta_test_share": 0.0}), QUIET)
     assert (equal.per_domain, equal.per_test) == (8, 8)
+
+
+def test_face_options_reach_the_trained_model_and_its_checkpoint(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    """--face-px / --face-jpeg change what the model is trained on and are stored, so scanning does the same."""
+    train, _ = caches
+    request = _request(train, tmp_path / "r", face_px=24, face_jpeg=70, epochs=1, steps_per_epoch=1)
+    trainer = Trainer(request, QUIET)
+    assert trainer.input_format == InputFormat(64, 24, 70)
+    trainer.fit()
+    model, _, _ = load_weights(str(tmp_path / "r" / "last.safetensors"))
+    assert (model.config.vision.face_px, model.config.vision.face_jpeg) == (24, 70)

@@ -9,7 +9,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from ..data.faces import CROP_SCALE, to_model_input
+from ..data.faces import CROP_SCALE, InputFormat, to_model_input
 from ..model import GMDF
 
 FAKE = 1
@@ -26,10 +26,11 @@ def gradcam_maps(model: GMDF, crops: list[np.ndarray], batch_size: int = 8) -> n
     """Grad-CAM maps for BGR face crops (N, S, S, 3) -> (N, S, S) in [0, 1], explaining P(fake)."""
     maps = []
     reshape = _tokens_to_grid if model.config.vision.kind == "vit" else None
+    fmt = InputFormat.of(model.config.vision)
     with GradCAM(model=model, target_layers=[model.visual.cam_target()], reshape_transform=reshape) as cam:
         for start in range(0, len(crops), batch_size):
             chunk = crops[start : start + batch_size]
-            inputs = to_model_input(chunk).requires_grad_(True)
+            inputs = to_model_input([fmt(c) for c in chunk]).requires_grad_(True)
             maps.append(cam(input_tensor=inputs, targets=[ClassifierOutputTarget(FAKE)] * len(chunk)))
     return np.concatenate(maps) if maps else np.zeros((0, 1, 1), dtype=np.float32)
 

@@ -25,7 +25,7 @@ import torch
 from ..errors import UsageError
 from ..fileio import atomic_path
 from .datasets import Source
-from .faces import to_model_input
+from .faces import InputFormat, to_model_input
 
 INDEX_FIELDS = ("domain", "split", "video_id", "label", "frame", "path", "identity")
 
@@ -68,12 +68,13 @@ def read_index(cache: Path) -> list[Crop]:
 
 def load_batch(
     crops: list[Crop],
-    size: int,
+    fmt: InputFormat,
     flip: torch.Tensor | None = None,
     transform: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
     """Crops -> (images (B', 3, size, size) CLIP-normalised, labels (B',), unreadable paths). ``flip`` (B,) bool
-    mirrors some; ``transform(i, crop)`` changes crop i as read (BGR uint8, cached size) before it is resized.
+    mirrors some; ``transform(i, crop)`` changes crop i as read (BGR uint8, cached size) before ``fmt`` brings it
+    to the model's input (as scanning does).
     A corrupt crop is left out (B' < B) and reported, not fatal."""
     images, labels, bad = [], [], []
     for i, crop in enumerate(crops):
@@ -83,8 +84,7 @@ def load_batch(
             continue
         if transform is not None:
             image = transform(i, image)
-        if image.shape[0] != size:
-            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        image = fmt(image)
         if flip is not None and bool(flip[i]):
             image = image[:, ::-1]
         images.append(np.ascontiguousarray(image))

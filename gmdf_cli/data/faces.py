@@ -255,6 +255,44 @@ def crop_face(frame: np.ndarray, box: tuple[float, float, float, float], size: i
     return cv2.resize(region, (size, size), interpolation=interp)
 
 
+def canonical_face(crop: np.ndarray, size: int, face_px: int = 0, jpeg: int = 0) -> np.ndarray:
+    """A face crop as the model sees it, the same in training and in scanning: shrunk to at most ``face_px`` pixels
+    across (0: not shrunk), re-encoded as JPEG at quality ``jpeg`` (0: not), then resized to the model's ``size``.
+    So a large clean PNG face and a small compressed JPEG face differ in content only, not in resolution or codec.
+    BGR uint8 (S, S, 3) -> (size, size, 3)."""
+    out = crop
+    if face_px and out.shape[0] > face_px:
+        out = cv2.resize(out, (face_px, face_px), interpolation=cv2.INTER_AREA)
+    if jpeg:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, jpeg])
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        if decoded is not None:
+            out = decoded
+    if out.shape[0] != size or out.shape[1] != size:
+        # Enlarging a shrunk face: bilinear (INTER_AREA would repeat pixels in blocks). Uncanonicalised crops keep
+        # INTER_AREA both ways, as every model made before face_px was trained and scanned that way.
+        enlarge = (face_px or jpeg) and out.shape[0] < size
+        out = cv2.resize(out, (size, size), interpolation=cv2.INTER_LINEAR if enlarge else cv2.INTER_AREA)
+    return np.ascontiguousarray(out)
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How a model takes its faces: input ``size`` and :func:`canonical_face`'s ``face_px`` and ``jpeg``, read from
+    the model config's vision section (``InputFormat.of(cfg.vision)``) by training and scanning alike."""
+
+    size: int
+    face_px: int = 0
+    jpeg: int = 0
+
+    @classmethod
+    def of(cls, vision: Any) -> InputFormat:
+        return cls(vision.image_size, vision.face_px, vision.face_jpeg)
+
+    def __call__(self, crop: np.ndarray) -> np.ndarray:
+        return canonical_face(crop, self.size, self.face_px, self.jpeg)
+
+
 def to_model_input(crops: list[np.ndarray]) -> torch.Tensor:
     """BGR uint8 crops (N, S, S, 3) -> CLIP-normalised RGB float tensor (N, 3, S, S)."""
     batch = torch.from_numpy(np.stack(crops)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255.0)

@@ -9,26 +9,20 @@ import numpy as np
 import torch
 
 from ..data.cache import Crop
-from ..data.faces import to_model_input
+from ..data.faces import InputFormat, to_model_input
 from ..errors import UsageError
 from ..model import GMDF
-
-
-def fit(crop: np.ndarray, size: int) -> np.ndarray:
-    """A BGR crop resized to the model's input size when it is not already that size."""
-    if crop.shape[0] == size and crop.shape[1] == size:
-        return crop
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
 @torch.inference_mode()
 def score_crops(model: GMDF, crops: Sequence[np.ndarray], domain: int = 0, batch_size: int = 64) -> list[float]:
     """P(fake) of BGR uint8 face crops (N, S, S, 3) under one domain index (0: the wildcard, as deployed), in
-    batches of ``batch_size`` on the model's device and dtype. Crops of another size are resized first."""
-    size = model.config.vision.image_size
+    batches of ``batch_size`` on the model's device and dtype. Each crop is first brought to the model's input as
+    in training (:class:`InputFormat`, :func:`canonical_face`, with the config's ``face_px`` and ``face_jpeg``)."""
+    fmt = InputFormat.of(model.config.vision)
     scores: list[float] = []
     for start in range(0, len(crops), batch_size):
-        chunk = [fit(c, size) for c in crops[start : start + batch_size]]
+        chunk = [fmt(c) for c in crops[start : start + batch_size]]
         scores.extend(model.score(to_model_input(chunk), domain))
     return scores
 

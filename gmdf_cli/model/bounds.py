@@ -21,6 +21,8 @@ INT_BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
         "width": (8, 4096),
         "layers": (1, 64),
         "head_width": (8, 4096),
+        "face_px": (0, 4096),
+        "face_jpeg": (0, 100),
     },
     "text": {
         "context_length": (4, 512),

@@ -38,6 +38,13 @@ class VisionConfig:
     stage_layers: tuple[int, ...] = ()
     expert_from: int = 0
     """First MobileNetV2 block with domain-conditioned normalisation and experts (``kind="mobilenet"`` only)."""
+    face_px: int = 0
+    """Every face crop is shrunk to at most this many pixels across before it is resized to ``image_size``, in
+    training and in scanning alike, so a large clean face and a small compressed one reach the model at one
+    resolution (0: crops go in as cut)."""
+    face_jpeg: int = 0
+    """JPEG quality every face crop is re-encoded at (after ``face_px``), in training and scanning alike, so a PNG
+    and a JPEG reach the model through the same codec (0: no re-encoding)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,8 @@ class GMDFConfig:
             raise ValueError(f"agg_layers {bad} outside {low}..{depth - 1}")
         if self.vision.image_size % self.vision.patch_size:
             raise ValueError("image_size must be a multiple of patch_size")
+        if self.vision.face_px < 0 or not 0 <= self.vision.face_jpeg <= 100:
+            raise ValueError("face_px must be >= 0 and face_jpeg in 0..100 (0: off)")
 
     @property
     def num_domains(self) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data.faces import InputFormat
 from ..model import random_patch_mask
 from .augment import ONLINE_DOMAIN, degrade, online_blend
 from .data import BalancedSampler, Crop, load_batch
@@ -191,9 +192,9 @@ class _PlannedSteps(Sampler[StepPlan]):
         return self.last - self.first
 
 
-def load_part(part: PartPlan, size: int) -> Part:
+def load_part(part: PartPlan, fmt: InputFormat) -> Part:
     crops = list(part.crops)
-    images, labels, bad = load_batch(crops, size, part.flip, part.transform)
+    images, labels, bad = load_batch(crops, fmt, part.flip, part.transform)
     mask = part.mask
     if bad:
         mask = mask[torch.tensor([c.path not in bad for c in crops])]
@@ -201,12 +202,12 @@ def load_part(part: PartPlan, size: int) -> Part:
 
 
 class _StepReader(Dataset[LoadedStep]):
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, fmt: InputFormat) -> None:
+        self.fmt = fmt
 
     def __getitem__(self, plan: StepPlan) -> LoadedStep:
-        train = [load_part(p, self.size) for p in plan.train]
-        test = load_part(plan.test, self.size) if plan.test is not None else None
+        train = [load_part(p, self.fmt) for p in plan.train]
+        test = load_part(plan.test, self.fmt) if plan.test is not None else None
         return LoadedStep(plan.step, train, test, plan.state)
 
     def __len__(self) -> int:  # a map-style dataset keyed by plans; the sampler knows the length
@@ -218,11 +219,11 @@ def _identity(step: Any) -> Any:
 
 
 def step_loader(
-    planner: StepPlanner, size: int, first: int, last: int, workers: int = 0, pin_memory: bool = False
+    planner: StepPlanner, fmt: InputFormat, first: int, last: int, workers: int = 0, pin_memory: bool = False
 ) -> DataLoader[LoadedStep]:
     """Steps ``first`` .. ``last - 1``, loaded by ``workers`` processes (0: in this process), in order."""
     return DataLoader(
-        _StepReader(size),
+        _StepReader(fmt),
         batch_size=None,
         sampler=_PlannedSteps(planner, first, last),
         num_workers=workers,

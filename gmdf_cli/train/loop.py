@@ -42,6 +42,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..analysis.metrics import detection_metrics, video_level
+from ..data.faces import InputFormat
 from ..device import autocast, configure, describe, resolve_device
 from ..engine.batching import score_cached
 from ..errors import UsageError
@@ -110,6 +111,10 @@ class TrainRequest:
     at every step."""
     blend_mask: str = "hull"
     """The online blends' mask: ``hull`` of the crop's 68 landmarks (SBI's), or ``ellipse`` over its face box."""
+    face_px: int | None = None
+    face_jpeg: int | None = None
+    """Override the config's ``vision.face_px`` / ``vision.face_jpeg`` (``canonical_face``): the model then takes
+    every face, in training and scanning, shrunk to that size / re-encoded at that JPEG quality. None: the config's."""
 
     @property
     def learning_rate(self) -> float:
@@ -312,7 +317,14 @@ class Trainer:
             )
         self.val_rows = [r for r in rows if r.domain in request.domains and r.split == "val"]
         self.cfg = get_config(request.config).with_domains(self.domains)
+        vision = self.cfg.vision
+        if request.face_px is not None:
+            vision = dataclasses.replace(vision, face_px=request.face_px)
+        if request.face_jpeg is not None:
+            vision = dataclasses.replace(vision, face_jpeg=request.face_jpeg)
+        self.cfg = self.cfg.replace(vision=vision)
         self.size = self.cfg.vision.image_size
+        self.input_format = InputFormat.of(self.cfg.vision)
         self.gen = torch.Generator().manual_seed(request.seed)
         self.sampler = BalancedSampler(self.train_sets, request.seed)
         total = sum(len(v) for v in self.train_sets.values())
@@ -398,7 +410,7 @@ class Trainer:
     def _fit_tokenizer(self) -> None:
         """Derive the MIM codebook offline from training crops of every domain (deterministic)."""
         sample = self.tokenizer_sample()
-        images, _, bad = load_batch(sample, self.size)
+        images, _, bad = load_batch(sample, self.input_format)
         self._report_bad([str(b) for b in bad])
         self.model.tokenizer.fit(images.to(self.device))
 
@@ -413,7 +425,7 @@ class Trainer:
         """The steps still to run, from the planner's current state, read by ``--workers`` processes."""
         count = self.req.workers if workers is None else workers
         pin = self.device.type == "cuda"
-        return step_loader(self.planner, self.size, self.step, self.total_steps, count, pin)
+        return step_loader(self.planner, self.input_format, self.step, self.total_steps, count, pin)
 
     def run_step(self, loaded: LoadedStep) -> dict[str, float]:
         self._report_bad(loaded.bad)
