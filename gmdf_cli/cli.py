@@ -288,6 +288,12 @@ def weights_download(name: str) -> None:
 )
 @click.option("--split", default="val", show_default=True, help="--calibrate: the cache split to calibrate on.")
 @click.option(
+    "--max-fpr",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="--calibrate: put the threshold where at most this share of the split's real videos score fake "
+    "(default: the equal-error point).",
+)
+@click.option(
     "--rate",
     type=click.FloatRange(0.001, 0.5),
     default=0.05,
@@ -306,7 +312,8 @@ def weights_export(source: str, target: Path, precision: str, text_tower: bool, 
     size = done.path.stat().st_size / 2**20
     err.print(f"[green]ok[/] {plain(str(done.path))} ({size:.1f} MiB, sha256 {done.sha256})")
     if decision["threshold"] is not None:
-        err.print(f"threshold {decision['threshold']:.4f}, uncertainty band {decision['band']}", highlight=False)
+        rule = f" (at most {decision['max_fpr']:.0%} of the real videos at or above it)" if decision["max_fpr"] else ""
+        err.print(f"threshold {decision['threshold']:.4f}{rule}, uncertainty band {decision['band']}", highlight=False)
     click.echo(done.sha256)
 
 

@@ -372,3 +372,33 @@ def test_face_options_reach_the_trained_model_and_its_checkpoint(caches: tuple[P
     trainer.fit()
     model, _, _ = load_weights(str(tmp_path / "r" / "last.safetensors"))
     assert (model.config.vision.face_px, model.config.vision.face_jpeg) == (24, 70)
+
+
+def test_export_puts_the_threshold_at_a_stated_false_alarm_rate(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    """gmdf weights export --calibrate CACHE --max-fpr 0.25: at most a quarter of the split's real videos score at
+    or above the stored threshold, and it is the lowest such threshold (scored with the file as shipped, fp16)."""
+    from gmdf_cli.engine.batching import score_cached
+    from gmdf_cli.weights import save_checkpoint
+
+    from .conftest import perturbed
+
+    _, held = caches  # every crop of the held-out cache is a "test" crop
+    torch.manual_seed(0)
+    trained = save_checkpoint(perturbed(build_model(get_config("vit-tiny"))), tmp_path / "last.safetensors")
+    target = tmp_path / "ship.safetensors"
+    export = ["weights", "export", str(trained), str(target), "--calibrate", str(held), "--split", "test"]
+    done = invoke_gmdf(*export, "--max-fpr", "0.25")
+    assert done.returncode == 0, done.stderr
+    model, _, meta = load_weights(str(target))
+    threshold = float(meta["threshold"])
+    rows = [r for r in read_index(held) if r.split == "test"]
+    kept, scores = score_cached(model, rows)
+    _, labels, videos = video_level([f"{r.domain}/{r.video_id}" for r in kept], [r.label for r in kept], scores)
+    reals = sorted((s for s, y in zip(videos, labels, strict=True) if y == 0), reverse=True)
+    allowed = int(0.25 * len(reals))
+    assert allowed >= 1
+    assert sum(s >= threshold for s in reals) <= allowed
+    assert reals[allowed] < threshold <= reals[allowed] + 1e-3  # the lowest: one more real would pass
+
+    alone = invoke_gmdf("weights", "export", str(trained), str(tmp_path / "x.safetensors"), "--max-fpr", "0.1")
+    assert alone.returncode != 0 and "Traceback" not in alone.stderr and "--calibrate" in alone.stderr

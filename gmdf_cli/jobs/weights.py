@@ -30,11 +30,16 @@ class ExportRequest:
     """A prepared cache whose ``split`` videos set the threshold and the band."""
     split: str = "val"
     rate: float = DEFAULT_RATE
+    max_fpr: float | None = None
+    """With ``calibrate``: the threshold lets at most this share of the split's real videos through as fake
+    (None: the equal-error point)."""
     card: Path | None = None
     """A JSON file with the card's fields (see ``gmdf_cli.weights.card``)."""
 
 
-def calibrated(source: str, cache: Path, split: str, rate: float, console: Console) -> tuple[float, list[float]]:
+def calibrated(
+    source: str, cache: Path, split: str, rate: float, console: Console, max_fpr: float | None = None
+) -> tuple[float, list[float]]:
     """Threshold and band from the video-level scores (wildcard domain, as deployed) of a cache's ``split``."""
     rows = [r for r in read_index(cache) if r.split == split]
     if not rows:
@@ -49,7 +54,7 @@ def calibrated(source: str, cache: Path, split: str, rate: float, console: Conso
             scores.extend(chunk_scores)
             progress.advance(task, len(rows[start : start + 64]))
     _, labels, video_scores = video_level([f"{r.domain}/{r.video_id}" for r in kept], [r.label for r in kept], scores)
-    return calibrate(labels, video_scores, rate)
+    return calibrate(labels, video_scores, rate, max_fpr)
 
 
 def run_export(request: ExportRequest, console: Console) -> tuple[ResolvedWeights, dict[str, Any]]:
@@ -60,11 +65,17 @@ def run_export(request: ExportRequest, console: Console) -> tuple[ResolvedWeight
         except (OSError, ValueError) as exc:
             raise UsageError(f"cannot read the card {request.card}: {exc}") from None
     threshold, band = request.threshold, None
+    if request.max_fpr is not None and request.calibrate is None:
+        raise UsageError("--max-fpr sets the threshold from --calibrate's validation scores: give --calibrate too")
     if request.calibrate is not None:
         if threshold is not None:
             raise UsageError("give --threshold or --calibrate, not both")
-        threshold, band = calibrated(request.source, request.calibrate, request.split, request.rate, console)
+        # Calibrate the file as shipped (fp16 rounds the weights), so its own scores meet the stated rates.
+        shipped = export_weights(request.source, request.target, request.half, request.text_tower)
+        threshold, band = calibrated(
+            str(shipped.path), request.calibrate, request.split, request.rate, console, request.max_fpr
+        )
     done = export_weights(
         request.source, request.target, request.half, request.text_tower, threshold=threshold, band=band, card=card
     )
-    return done, {"threshold": threshold, "band": band}
+    return done, {"threshold": threshold, "band": band, "max_fpr": request.max_fpr}

@@ -67,9 +67,12 @@ def read_card(meta: Mapping[str, str]) -> dict[str, Any] | None:
     return {k: raw[k] for k in CARD_FIELDS}
 
 
-def calibrate(labels: Sequence[int], scores: Sequence[float], rate: float = DEFAULT_RATE) -> tuple[float, list[float]]:
-    """Threshold and band from validation scores (0 real, 1 fake): the threshold is the equal-error point; below
-    ``low`` lie only ``rate`` of the fakes, at or above ``high`` only ``rate`` of the reals. Between them the
+def calibrate(
+    labels: Sequence[int], scores: Sequence[float], rate: float = DEFAULT_RATE, max_fpr: float | None = None
+) -> tuple[float, list[float]]:
+    """Threshold and band from validation scores (0 real, 1 fake): the threshold is the equal-error point, or with
+    ``max_fpr`` the lowest score at or above which at most that share of the reals lie (a stated false-alarm rate);
+    below ``low`` lie only ``rate`` of the fakes, at or above ``high`` only ``rate`` of the reals. Between them the
     detector's errors are too frequent to call either way: ``uncertain``. When the classes separate better than
     ``rate`` at the threshold, the band shrinks to the threshold itself (no uncertain verdicts)."""
     from ..analysis.metrics import equal_error_rate
@@ -77,9 +80,22 @@ def calibrate(labels: Sequence[int], scores: Sequence[float], rate: float = DEFA
     y, s = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
     if not ((y == 0).any() and (y == 1).any()):
         raise WeightsError("calibration needs validation scores of both real and fake samples")
-    threshold = float(np.clip(equal_error_rate(y, s).threshold, 0.0, 1.0))
+    if max_fpr is None:
+        threshold = float(np.clip(equal_error_rate(y, s).threshold, 0.0, 1.0))
+    else:
+        threshold = false_alarm_threshold(s[y == 0], max_fpr)
     low = float(np.quantile(s[y == 1], rate))
     high = float(np.quantile(s[y == 0], 1.0 - rate))
     if low >= high:
         return threshold, [threshold, threshold]
     return threshold, [min(low, threshold), max(high, threshold)]
+
+
+def false_alarm_threshold(reals: np.ndarray, max_fpr: float) -> float:
+    """The lowest threshold t in [0, 1] with at most ``max_fpr`` of ``reals`` scoring t or more: just above the
+    real score that would be the first too many."""
+    ranked = np.sort(np.asarray(reals, dtype=float))[::-1]
+    allowed = int(np.floor(max_fpr * len(ranked) + 1e-9))
+    if allowed >= len(ranked):
+        return 0.0
+    return float(min(1.0, np.nextafter(ranked[allowed], np.inf)))
