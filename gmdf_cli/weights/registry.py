@@ -48,7 +48,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="mnv2",
         description="default: GM-DF on an ImageNet MobileNetV2, trained here on the dev media (research use only)",
-        sha256="51dc0089e7174afab34a254e5ee4148f36baae5f08e27637ac4452b78bbdb34d",
+        sha256="35a31aa99337271159fc05d208c59913cb71694845925ee9028e203e266be730",
         local="gmdf-mnv2-dev.safetensors",
     )
 }
