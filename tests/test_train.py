@@ -400,5 +400,9 @@ def test_export_puts_the_threshold_at_a_stated_false_alarm_rate(caches: tuple[Pa
     assert sum(s >= threshold for s in reals) <= allowed
     assert reals[allowed] < threshold <= reals[allowed] + 1e-3  # the lowest: one more real would pass
 
+    before = target.read_bytes()  # a failed calibration leaves an existing target as it was
+    failed = invoke_gmdf(*export[:-1], "val", "--max-fpr", "0.1")
+    assert failed.returncode != 0 and "no val crops" in failed.stderr and target.read_bytes() == before
+
     alone = invoke_gmdf("weights", "export", str(trained), str(tmp_path / "x.safetensors"), "--max-fpr", "0.1")
     assert alone.returncode != 0 and "Traceback" not in alone.stderr and "--calibrate" in alone.stderr

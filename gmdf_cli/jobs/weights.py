@@ -4,6 +4,7 @@ band (given, or calibrated on a prepared cache's validation videos) and model ca
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,15 @@ def run_export(request: ExportRequest, console: Console) -> tuple[ResolvedWeight
     if request.calibrate is not None:
         if threshold is not None:
             raise UsageError("give --threshold or --calibrate, not both")
-        # Calibrate the file as shipped (fp16 rounds the weights), so its own scores meet the stated rates.
-        shipped = export_weights(request.source, request.target, request.half, request.text_tower)
-        threshold, band = calibrated(
-            str(shipped.path), request.calibrate, request.split, request.rate, console, request.max_fpr
-        )
+        # Calibrate the file as shipped (fp16 rounds the weights), so its own scores meet the stated rates; the
+        # copy is made aside, so a failed calibration leaves whatever TARGET held untouched.
+        with tempfile.TemporaryDirectory(prefix="gmdf-export-") as aside:
+            shipped = export_weights(
+                request.source, Path(aside) / "calibrating.safetensors", request.half, request.text_tower
+            )
+            threshold, band = calibrated(
+                str(shipped.path), request.calibrate, request.split, request.rate, console, request.max_fpr
+            )
     done = export_weights(
         request.source, request.target, request.half, request.text_tower, threshold=threshold, band=band, card=card
     )
