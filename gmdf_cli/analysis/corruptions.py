@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.media import jpeg_roundtrip
+
 H264_CRF = (30, 32, 35, 38, 40)
 """Videos: "compression" level 1..5 re-encodes the whole file with H.264 at these CRFs (DeeperForensics-1.0)."""
 JPEG_QUALITY = (75, 60, 45, 30, 15)
@@ -68,8 +70,7 @@ def pixelation(image: np.ndarray, p: float, rng: np.random.Generator) -> np.ndar
 
 
 def jpeg(image: np.ndarray, quality: float, rng: np.random.Generator) -> np.ndarray:
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+    decoded = jpeg_roundtrip(image, int(quality))
     if decoded is None:
         raise RuntimeError("JPEG re-encoding failed")
     return decoded

@@ -21,6 +21,7 @@ from ..errors import WeightsError
 from ..fileio import sha256_file
 from . import DETECTION_SIDE
 from .detectors import DETECTORS, RETINAFACE_FILES, DetectorEntry, DetectorOptions
+from .media import jpeg_roundtrip
 
 DETECTOR_ENV = "GMDF_DETECTOR_WEIGHTS"
 CROP_SCALE = 1.3
@@ -264,8 +265,7 @@ def canonical_face(crop: np.ndarray, size: int, face_px: int = 0, jpeg: int = 0)
     if face_px and out.shape[0] > face_px:
         out = cv2.resize(out, (face_px, face_px), interpolation=cv2.INTER_AREA)
     if jpeg:
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, jpeg])
-        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        decoded = jpeg_roundtrip(out, jpeg)
         if decoded is not None:
             out = decoded
     if out.shape[0] != size or out.shape[1] != size:

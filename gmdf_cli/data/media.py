@@ -222,6 +222,13 @@ MAX_IMAGE_PIXELS = 1 << 28
 """Larger images (over ~268 megapixels) are refused rather than allowed to exhaust memory."""
 
 
+def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray | None:
+    """A BGR uint8 image encoded as JPEG at ``quality`` (1-100) and decoded again, as a re-saved file would be; None
+    when OpenCV's codec fails (each caller decides what that means)."""
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+
+
 def read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 

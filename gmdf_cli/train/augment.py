@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..data.faces import CROP_SCALE
+from ..data.media import jpeg_roundtrip
 from ..data.synth import self_blend
 
 if TYPE_CHECKING:
@@ -74,8 +75,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         small = max(16, int(size * rng.uniform(0.45, 0.8)))
         out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (size, size))
     if rng.random() < 0.5:
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(40, 96))])
-        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR) if ok else None
+        decoded = jpeg_roundtrip(out, int(rng.integers(40, 96)))
         if decoded is not None:
             out = decoded
     return np.ascontiguousarray(out)

@@ -323,7 +323,6 @@ class Trainer:
         if request.face_jpeg is not None:
             vision = dataclasses.replace(vision, face_jpeg=request.face_jpeg)
         self.cfg = self.cfg.replace(vision=vision)
-        self.size = self.cfg.vision.image_size
         self.input_format = InputFormat.of(self.cfg.vision)
         self.gen = torch.Generator().manual_seed(request.seed)
         self.sampler = BalancedSampler(self.train_sets, request.seed)
