@@ -61,6 +61,8 @@ def test_a_model_without_face_px_sees_crops_as_before() -> None:
     large, _ = _large_and_small()
     assert np.array_equal(canonical_face(large, 64), cv2.resize(large, (64, 64), interpolation=cv2.INTER_AREA))
     assert np.array_equal(canonical_face(large, 224), large)
+    small = cv2.resize(large, (48, 48), interpolation=cv2.INTER_AREA)  # enlarged to the input size: INTER_AREA too
+    assert np.array_equal(canonical_face(small, 64), cv2.resize(small, (64, 64), interpolation=cv2.INTER_AREA))
 
 
 def test_scanning_and_training_bring_a_crop_to_the_model_the_same_way(tmp_path: Path) -> None:
