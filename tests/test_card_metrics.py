@@ -38,3 +38,11 @@ def test_the_report_has_a_row_per_domain_one_over_the_video_domains_and_one_over
     assert report["video domains"]["video_auc"] == 1.0 and report["video domains"]["n_frames"] == 4
     assert report["images"]["video_auc"] == 0.75  # 3 of the 4 fake-real pairs ordered right
     assert report["all"]["n_frames"] == 8
+
+
+def test_unsplash_against_stylegan2_stills_stay_out_of_the_video_domains_row() -> None:
+    card = card_metrics
+    rows = crops("id1", 0, "real/id1_0001", 1) + crops("id1", 1, "fake/id1_id2_0001", 1)
+    rows += [Crop("hardfakes", "test", f"{k}/{i}", i % 2, 0, Path(f"h{i}.png"), f"h{i}") for i, k in enumerate("rf")]
+    report = card.build_report(rows, [0.2, 0.7, 0.1, 0.9])
+    assert report["video domains"]["n_frames"] == 2 and report["all"]["n_frames"] == 4

@@ -66,8 +66,9 @@ def metrics(rows: list[Crop], scores: list[float]) -> dict[str, float | int]:
     }
 
 
-STILL_DOMAINS = ("images",)
-"""Domains of still images (train_default.sh's photos vs generated faces); every other domain comes from videos."""
+STILL_DOMAINS = ("images", "hardfakes")
+"""Domains of still images against generated faces (train_default.sh's `images` and `hardfakes`); every other domain
+comes from videos or from photos and their self-blends."""
 
 
 def build_report(kept: list[Crop], scores: list[float]) -> dict[str, dict[str, float | int]]:
