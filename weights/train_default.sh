@@ -32,6 +32,11 @@ for f in "$MEDIA/ghost_faceswap/real"/*; do
 done
 ln -sfn "$MEDIA/sd21_sdfd/fake" "$WORK/pool/images/fake/sd21"
 ln -sfn "$MEDIA/stylegan_basemax/fake" "$WORK/pool/images/fake/stylegan"
+# Real portrait photos against StyleGAN2 faces of one source, same size and format (300 px JPEG): the only
+# generated faces that come with real photos made and stored the same way, so that a face's make, not its file, decides.
+mkdir -p "$WORK/pool/hardfakes/real" "$WORK/pool/hardfakes/fake"
+ln -sfn "$MEDIA/hardfakes_tharunnayak/real" "$WORK/pool/hardfakes/real/unsplash"
+ln -sfn "$MEDIA/hardfakes_tharunnayak/fake" "$WORK/pool/hardfakes/fake/sg2"
 # Real photos of many people: the first LFW photo of every second person whose name starts with A-M (N-Z, and
 # every other LFW photo, stay unseen), and every third UTKFace crop of the first half in name order.
 mkdir -p "$WORK/pool/photos/lfw" "$WORK/pool/photos/utk"
@@ -57,8 +62,10 @@ gmdf prepare --domain folder --root "$MEDIA/ffpp_icpr2020" --name ffpp --group-b
 gmdf prepare --domain folder --root "$WORK/cross" --name cross --group-by '^[^/]+' --out "$CACHE" "${DETECTOR[@]}"
 gmdf prepare --domain folder --root "$WORK/pool/images" --name images --out "$CACHE" "${DETECTOR[@]}"
 gmdf prepare --domain folder --root "$WORK/photos" --name photos --group-by '^[^/]+' --out "$CACHE" "${DETECTOR[@]}"
+gmdf prepare --domain folder --root "$WORK/pool/hardfakes" --name hardfakes --out "$CACHE" "${DETECTOR[@]}"
 
-# 4. GM-DF meta-learning on the five domains plus self-blends made on the fly ("blend"), with augmentation, from
-#    the ImageNet MobileNetV2 tower (mnv2, its default rate 3e-4; the meta-test domain has half of each batch).
-gmdf train --config mnv2 --domains celeb,ffpp,cross,images,photos --online-blend --augment \
-  --data "$CACHE" --out "$WORK/run" --epochs 2 --steps-per-epoch 100 --batch-size 30 --seed 0 "$@"
+# 4. GM-DF meta-learning on the six domains plus self-blends made on the fly ("blend"), with augmentation, from
+#    the ImageNet MobileNetV2 tower (mnv2, its default rate 3e-4; the meta-test domain has half of each batch), every
+#    face shrunk to at most 160 px before the model, in training and in scanning (the checkpoint carries it).
+gmdf train --config mnv2 --domains celeb,ffpp,cross,images,photos,hardfakes --online-blend --augment \
+  --face-px 160 --data "$CACHE" --out "$WORK/run" --epochs 2 --steps-per-epoch 100 --batch-size 30 --seed 0 "$@"

@@ -48,7 +48,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="mnv2",
         description="default: GM-DF on an ImageNet MobileNetV2, trained here on the dev media (research use only)",
-        sha256="35a31aa99337271159fc05d208c59913cb71694845925ee9028e203e266be730",
+        sha256="34af236440d191ba74576be2722649edf19382fd959e2061bb4625e00f8f07bd",
         local="gmdf-mnv2-dev.safetensors",
     )
 }
