@@ -17,7 +17,8 @@ if [[ -f "$MEDIA/../weights/detection_mobilenet0.25_Final.pth" ]]; then
   DETECTOR=(--detector-weights "$MEDIA/../weights")
 fi
 
-# 1. Pools (symlinks, nothing copied): real videos of the sources without fakes, and real vs generated still images.
+# 1. Pools (symlinks, nothing copied): real videos of the sources without fakes, and real vs generated still images
+#    (prepared as the `images` domain but not trained on: its file sizes differ by class, see the card).
 mkdir -p "$WORK/pool/videos" "$WORK/pool/images/real" "$WORK/pool/images/fake"
 for src in liveportrait_driving deepfacelive_swap ghost_faceswap; do
   mkdir -p "$WORK/pool/videos/$src"
@@ -64,8 +65,9 @@ gmdf prepare --domain folder --root "$WORK/pool/images" --name images --out "$CA
 gmdf prepare --domain folder --root "$WORK/photos" --name photos --group-by '^[^/]+' --out "$CACHE" "${DETECTOR[@]}"
 gmdf prepare --domain folder --root "$WORK/pool/hardfakes" --name hardfakes --out "$CACHE" "${DETECTOR[@]}"
 
-# 4. GM-DF meta-learning on the six domains plus self-blends made on the fly ("blend"), with augmentation, from
-#    the ImageNet MobileNetV2 tower (mnv2, its default rate 3e-4; the meta-test domain has half of each batch), every
-#    face shrunk to at most 160 px before the model, in training and in scanning (the checkpoint carries it).
-gmdf train --config mnv2 --domains celeb,ffpp,cross,images,photos,hardfakes --online-blend --augment \
+# 4. GM-DF meta-learning on five domains (not `images`) plus self-blends made on the fly ("blend"), with
+#    augmentation, from the ImageNet MobileNetV2 tower (mnv2, its default rate 3e-4; the meta-test domain has half
+#    of each batch), every face shrunk to at most 160 px before the model, in training and in scanning (the
+#    checkpoint carries it).
+gmdf train --config mnv2 --domains celeb,ffpp,cross,photos,hardfakes --online-blend --augment \
   --face-px 160 --data "$CACHE" --out "$WORK/run" --epochs 2 --steps-per-epoch 100 --batch-size 30 --seed 0 "$@"

@@ -48,7 +48,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="mnv2",
         description="default: GM-DF on an ImageNet MobileNetV2, trained here on the dev media (research use only)",
-        sha256="34af236440d191ba74576be2722649edf19382fd959e2061bb4625e00f8f07bd",
+        sha256="15a1eee6253f436b3a97819e4e5eaa1da40a3678386e7259bf527c47968735ec",
         local="gmdf-mnv2-dev.safetensors",
     )
 }
