@@ -48,7 +48,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="mnv2",
         description="default: GM-DF on an ImageNet MobileNetV2, trained here on the dev media (research use only)",
-        sha256="15a1eee6253f436b3a97819e4e5eaa1da40a3678386e7259bf527c47968735ec",
+        sha256="43bb551054fcd53ba68e6fa1963b50c90b89bf51529ddef111a46a18409aed68",
         local="gmdf-mnv2-dev.safetensors",
     )
 }
