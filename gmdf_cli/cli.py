@@ -294,6 +294,12 @@ def weights_download(name: str) -> None:
     "(default: the equal-error point).",
 )
 @click.option(
+    "--max-uncertain",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="--calibrate: narrow the uncertainty band until at most this share of the split's videos fall inside it "
+    "(default: the band --rate gives, however wide).",
+)
+@click.option(
     "--rate",
     type=click.FloatRange(0.001, 0.5),
     default=0.05,
@@ -432,6 +438,12 @@ def scan(paths: tuple[str, ...], as_json: bool, device: str, **options: Any) -> 
 @click.option(
     "--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), help="deepfakebench layout: the JSON."
 )
+@click.option(
+    "--pairs",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="folder layout: a CSV with columns fake,real (paths below fake/ and real/) naming the real video each fake "
+    "was made from; the two always land in the same split.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/val/test split.")
 @detector_options
 @device_option
@@ -514,6 +526,11 @@ def synth(kinds: str, device: str, **options: Any) -> None:
     default=0.5,
     show_default=True,
     help="Share of each step's batch that is the meta-test domain's, the only part theta_O learns from (0: 1/N).",
+)
+@click.option(
+    "--meta-test-weights",
+    help="How often each domain is the meta-test domain, relative to the others (unnamed domains: 1), e.g. "
+    "dfdc=3: a large domain among small ones is drawn more often.",
 )
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Default: train crops / batch size.")
 @click.option("--save-every", type=click.IntRange(min=0), default=0, help="Also save resume state every N steps.")

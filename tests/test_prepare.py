@@ -211,3 +211,26 @@ def test_prepare_folder_on_real_celeb_df(tmp_path: Path) -> None:
         by_identity.setdefault(r["identity"], set()).add(r["split"])
     assert all(len(splits) == 1 for splits in by_identity.values())  # an identity never spans two splits
     assert {r["label"] for r in rows} == {"0", "1"}
+
+
+def test_a_pairs_file_keeps_each_fake_in_the_split_of_its_real(tmp_path: Path) -> None:
+    from gmdf_cli.data.datasets import LayoutOptions, list_sources
+
+    rows = []
+    for i in range(40):
+        real, fake = f"r{i:03d}x.jpg", f"f{(i * 7919) % 1000:03d}q.jpg"
+        for sub, name in (("real", real), ("fake", fake)):
+            (tmp_path / sub).mkdir(exist_ok=True)
+            (tmp_path / sub / name).write_bytes(b"")
+        rows.append(f"{fake},{real}")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("fake,real\n" + "\n".join(rows) + "\n")
+    sources = list_sources("folder", tmp_path, LayoutOptions(domain="dfdc", pairs=pairs))
+    split_of = {s.path.name: s.split for s in sources}
+    assert len({split_of[line.split(",")[1]] for line in rows}) == 3  # the pairs are spread over all three splits
+    for line in rows:
+        fake, real = line.split(",")
+        assert split_of[fake] == split_of[real]
+    pairs.write_text("fake,real\nmissing.jpg,r000x.jpg\n")
+    with pytest.raises(UsageError, match=r"fake/missing\.jpg"):
+        list_sources("folder", tmp_path, LayoutOptions(domain="dfdc", pairs=pairs))

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,6 +75,22 @@ def test_calibration_puts_the_threshold_at_the_equal_error_point_and_the_band_ar
     assert band[0] == pytest.approx(0.43, abs=0.01) and band[1] == pytest.approx(0.57, abs=0.01)
     separated, tight = calibrate(labels, [s * 0.4 for s in reals] + fakes, rate=0.05)
     assert tight == [separated, separated]  # no overlap beyond the rate: no uncertain verdicts
+
+
+def test_max_uncertain_narrows_a_wide_band_to_hold_at_most_that_share() -> None:
+    """A weak detector (scores of both classes over the whole range): the rate's band holds most items; with
+    max_uncertain 1/3 it holds at most a third of them, still around the threshold, and no narrower than needed."""
+    labels = [0] * 100 + [1] * 100
+    reals = [i / 100 * 0.9 for i in range(100)]  # 0 .. 0.9
+    fakes = [0.1 + i / 100 * 0.9 for i in range(100)]  # 0.1 .. 1.0
+    scores = np.array(reals + fakes)
+    threshold, wide = calibrate(labels, list(scores), rate=0.05)
+    inside = float(np.mean((scores >= wide[0]) & (scores < wide[1])))
+    assert inside > 0.6
+    same, band = calibrate(labels, list(scores), rate=0.05, max_uncertain=1 / 3)
+    assert same == threshold and wide[0] < band[0] <= threshold <= band[1] < wide[1]
+    assert 0.30 <= float(np.mean((scores >= band[0]) & (scores < band[1]))) <= 1 / 3
+    assert calibrate(labels, list(scores), rate=0.05, max_uncertain=0.9)[1] == wide  # already within: unchanged
 
 
 def test_uncertain_verdict_in_json_csv_html_and_the_table(banded: tuple[Path, float], tmp_path: Path) -> None:

@@ -363,6 +363,26 @@ def test_the_meta_test_domain_gets_its_share_of_the_batch(caches: tuple[Path, Pa
     assert (equal.per_domain, equal.per_test) == (8, 8)
 
 
+def test_meta_test_weights_draw_a_domain_as_meta_test_as_often_as_asked(
+    caches: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--meta-test-weights blend=8: of three domains, blend is the meta-test domain 8 times in 10 (not 1 in 3)."""
+    train, _ = caches
+    request = TrainRequest(
+        domains=list(KINDS), data=str(train), out=str(tmp_path), config="vit-tiny", meta_test_weights={"blend": 8.0}
+    )
+    planner = Trainer(request, QUIET).planner
+    picked = Counter(plan.test.crops[0].domain for plan in map(planner.plan, range(300)) if plan.test is not None)
+    assert 0.72 < picked["blend"] / 300 < 0.88 and picked["noise"] > 0 and picked["blocks"] > 0
+    with pytest.raises(UsageError, match="names dfdc, not among the domains"):
+        Trainer(dataclasses.replace(request, meta_test_weights={"dfdc": 2.0}), QUIET)
+    out = invoke_gmdf(
+        "train", "--domains", "blend,noise", "--data", str(train), "--out", str(tmp_path / "x"),
+        "--meta-test-weights", "blend=-1",
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "expected DOMAIN=WEIGHT" in out.stderr
+
+
 def test_face_options_reach_the_trained_model_and_its_checkpoint(caches: tuple[Path, Path], tmp_path: Path) -> None:
     """--face-px / --face-jpeg change what the model is trained on and are stored, so scanning does the same."""
     train, _ = caches

@@ -49,6 +49,9 @@ class LayoutOptions:
     (default: the file's stem)."""
     json_file: Path | None = None
     methods: tuple[str, ...] = field(default_factory=tuple)
+    pairs: Path | None = None
+    """Folder layout: a CSV with columns ``fake,real`` (paths below fake/ and real/) naming the real each fake was
+    made from; a listed fake takes its real's identity, so the two always land in the same split."""
 
 
 def hashed_split(key: str, options: LayoutOptions, allowed: tuple[str, ...] = SPLITS) -> str:
@@ -72,16 +75,41 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def read_pairs(path: Path, root: Path) -> dict[str, str]:
+    """A pairs file -> {fake path below fake/: real path below real/}; every named file must exist."""
+    _require(path, "the pairs file")
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not {"fake", "real"} <= set(reader.fieldnames or ()):
+                raise UsageError(f"the pairs file {path} needs a header with the columns fake and real")
+            pairs = {row["fake"].strip(): row["real"].strip() for row in reader}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"cannot read the pairs file {path}: {exc}") from None
+    missing = [f"fake/{f}" for f in pairs if not (root / "fake" / f).is_file()]
+    missing += [f"real/{r}" for r in set(pairs.values()) if not (root / "real" / r).is_file()]
+    if missing:
+        raise UsageError(f"the pairs file {path} names {len(missing)} file(s) not under {root}, e.g. {missing[0]}")
+    return pairs
+
+
 def folder_layout(root: Path, options: LayoutOptions) -> list[Source]:
-    """``ROOT/real/...`` and ``ROOT/fake/...``: videos, images, or folders of frames, at any depth."""
+    """``ROOT/real/...`` and ``ROOT/fake/...``: videos, images, or folders of frames, at any depth (with a pairs
+    file, a fake shares the split of the real it was made from)."""
     pattern = re.compile(options.group_by) if options.group_by else None
+
+    def identity_of(below: str) -> str:
+        match = pattern.search(below) if pattern else None
+        return match.group(0) if match else Path(below).stem
+
+    made_from = read_pairs(options.pairs, root) if options.pairs else {}
     sources = []
     for label, sub in ((REAL, "real"), (FAKE, "fake")):
         folder = _require(root / sub, f"the {sub}/ folder of {root}")
         for path in _media_under(folder):
             rel = path.relative_to(root).with_suffix("").as_posix()
-            match = pattern.search(path.relative_to(folder).as_posix()) if pattern else None
-            identity = match.group(0) if match else path.stem
+            below = path.relative_to(folder).as_posix()
+            identity = identity_of(made_from[below] if label == FAKE and below in made_from else below)
             kind = "video" if path.suffix.lower() in VIDEO_EXTENSIONS else "image"
             sources.append(Source(options.domain, rel, label, hashed_split(identity, options), kind, path, identity))
     return sources

@@ -45,6 +45,8 @@ class PrepareRequest:
     compression: str = "c23"
     group_by: str | None = None
     json_file: Path | None = None
+    pairs: Path | None = None
+    """Folder layout: a CSV (fake,real) naming the real each fake was made from (the pair shares a split)."""
     seed: int = 0
     device: str = "cpu"
     """The face detector's device (resolved by the caller)."""
@@ -183,6 +185,7 @@ def _check_settings(request: PrepareRequest) -> None:
         "compression": request.compression,
         "group_by": request.group_by,
         "json_file": str(request.json_file) if request.json_file else None,
+        **({"pairs": str(request.pairs.resolve())} if request.pairs else {}),
         "seed": request.seed,
     }
     path = request.out / f"prepare-settings-{safe_name(request.domain_name)}.json"
@@ -191,12 +194,15 @@ def _check_settings(request: PrepareRequest) -> None:
 
 
 def run_prepare(request: PrepareRequest, console: Console) -> dict[str, Any]:
+    if request.pairs is not None and request.layout != "folder":
+        raise UsageError(f"--pairs is for the folder layout, not {request.layout!r}")
     options = LayoutOptions(
         domain=request.domain_name,
         compression=request.compression,
         seed=request.seed,
         group_by=request.group_by,
         json_file=request.json_file,
+        pairs=request.pairs,
     )
     sources = list_sources(request.layout, request.root, options)
     request.out.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,26 @@ def train_request(resume: Path | None, options: dict[str, Any]) -> TrainRequest:
         data=str(fields["data"]),
         out=str(fields["out"]),
         pretrained=None if fields["pretrained"] == "none" else fields["pretrained"],
+        meta_test_weights=parse_weights(fields.get("meta_test_weights")),
     )
     return TrainRequest(**fields)
+
+
+def parse_weights(text: str | None) -> dict[str, float] | None:
+    """``dfdc=3,celeb=0.5`` -> {"dfdc": 3.0, "celeb": 0.5}; one clear line for anything else."""
+    if not text:
+        return None
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name.strip() or not weight > 0 or weight == float("inf"):
+            raise UsageError(f"--meta-test-weights {item.strip()!r}: expected DOMAIN=WEIGHT with a positive weight")
+        weights[name.strip()] = weight
+    return weights
 
 
 def run_train(request: TrainRequest, console: Console) -> tuple[dict[str, Any], dict[str, str] | None]:

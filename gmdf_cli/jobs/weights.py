@@ -34,12 +34,20 @@ class ExportRequest:
     max_fpr: float | None = None
     """With ``calibrate``: the threshold lets at most this share of the split's real videos through as fake
     (None: the equal-error point)."""
+    max_uncertain: float | None = None
+    """With ``calibrate``: the band is narrowed until at most this share of the split's videos fall inside it."""
     card: Path | None = None
     """A JSON file with the card's fields (see ``gmdf_cli.weights.card``)."""
 
 
 def calibrated(
-    source: str, cache: Path, split: str, rate: float, console: Console, max_fpr: float | None = None
+    source: str,
+    cache: Path,
+    split: str,
+    rate: float,
+    console: Console,
+    max_fpr: float | None = None,
+    max_uncertain: float | None = None,
 ) -> tuple[float, list[float]]:
     """Threshold and band from the video-level scores (wildcard domain, as deployed) of a cache's ``split``."""
     rows = [r for r in read_index(cache) if r.split == split]
@@ -55,7 +63,7 @@ def calibrated(
             scores.extend(chunk_scores)
             progress.advance(task, len(rows[start : start + 64]))
     _, labels, video_scores = video_level([f"{r.domain}/{r.video_id}" for r in kept], [r.label for r in kept], scores)
-    return calibrate(labels, video_scores, rate, max_fpr)
+    return calibrate(labels, video_scores, rate, max_fpr, max_uncertain)
 
 
 def run_export(request: ExportRequest, console: Console) -> tuple[ResolvedWeights, dict[str, Any]]:
@@ -68,6 +76,8 @@ def run_export(request: ExportRequest, console: Console) -> tuple[ResolvedWeight
     threshold, band = request.threshold, None
     if request.max_fpr is not None and request.calibrate is None:
         raise UsageError("--max-fpr sets the threshold from --calibrate's validation scores: give --calibrate too")
+    if request.max_uncertain is not None and request.calibrate is None:
+        raise UsageError("--max-uncertain sets the band from --calibrate's validation scores: give --calibrate too")
     if request.calibrate is not None:
         if threshold is not None:
             raise UsageError("give --threshold or --calibrate, not both")
@@ -78,7 +88,13 @@ def run_export(request: ExportRequest, console: Console) -> tuple[ResolvedWeight
                 request.source, Path(aside) / "calibrating.safetensors", request.half, request.text_tower
             )
             threshold, band = calibrated(
-                str(shipped.path), request.calibrate, request.split, request.rate, console, request.max_fpr
+                str(shipped.path),
+                request.calibrate,
+                request.split,
+                request.rate,
+                console,
+                request.max_fpr,
+                request.max_uncertain,
             )
     done = export_weights(
         request.source, request.target, request.half, request.text_tower, threshold=threshold, band=band, card=card

@@ -114,8 +114,8 @@ class LoadedStep:
 
 class StepPlanner:
     """Draws every step's crops, flips, MIM masks and augmentation seeds from one generator, in the same order as the
-    single-process loop always has: the meta-test domain, the per-domain draws, then each part's flips, masks and
-    seed (meta-train parts in domain order, the meta-test part last)."""
+    single-process loop always has: the meta-test domain (uniformly, or by ``odds``), the per-domain draws, then each
+    part's flips, masks and seed (meta-train parts in domain order, the meta-test part last)."""
 
     def __init__(
         self,
@@ -123,6 +123,7 @@ class StepPlanner:
         generator: torch.Generator,
         domains: list[str],
         shares: tuple[int, int],
+        odds: list[float] | None,
         patches: int,
         mim_ratio: float,
         *,
@@ -137,6 +138,7 @@ class StepPlanner:
         self.gen = generator
         self.domains = domains
         self.per_domain, self.per_test = shares
+        self.odds = torch.tensor(odds, dtype=torch.float64) if odds else None
         self.patches = patches
         self.mim_ratio = mim_ratio
         self.baseline = baseline
@@ -169,7 +171,12 @@ class StepPlanner:
             crops = [c for d in self.domains for c in self.sampler.draw(d, self.per_domain)]
             return StepPlan(step, (self._part(crops, 0),), None, self.state())
         domains = self.domains
-        pick = int(torch.randint(len(domains), (1,), generator=self.gen)) if len(domains) > 1 else -1
+        if len(domains) < 2:
+            pick = -1
+        elif self.odds is not None:
+            pick = int(torch.multinomial(self.odds, 1, generator=self.gen))
+        else:
+            pick = int(torch.randint(len(domains), (1,), generator=self.gen))
         sizes = [self.per_test if i == pick else self.per_domain for i in range(len(domains))]
         draws = {d: self.sampler.draw(d, n) for d, n in zip(domains, sizes, strict=True)}
         train = tuple(self._part(draws[d], i + 1) for i, d in enumerate(domains) if i != pick)

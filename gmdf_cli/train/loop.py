@@ -87,6 +87,10 @@ class TrainRequest:
     domains). The papers fix which domains play which part, not the batch sizes; theta_O learns from the meta-test
     part alone, so a 1/N share starves it (see the README's notes). 0: every domain the same share (runs recorded
     before this option)."""
+    meta_test_weights: dict[str, float] | None = None
+    """How often each domain is drawn as the meta-test domain, relative to the others (a domain not named: 1).
+    A large domain among small ones (thousands of DFDC pairs beside a few Celeb-DF videos) is drawn more often, so
+    theta_O, which learns from the meta-test part alone, sees it more. None: every domain equally often."""
     steps_per_epoch: int | None = None
     save_every: int = 0
     seed: int = 0
@@ -155,6 +159,19 @@ def step_shares(batch: int, domains: int, meta_test_share: float, baseline: bool
         return max(2, batch // domains), max(2, batch // domains)
     test = max(2, round(batch * meta_test_share))
     return max(2, (batch - test) // (domains - 1)), test
+
+
+def meta_test_odds(domains: list[str], weights: dict[str, float] | None) -> list[float] | None:
+    """Each domain's chance of being the meta-test domain, from ``--meta-test-weights`` (None: all alike)."""
+    if not weights:
+        return None
+    unknown = sorted(set(weights) - set(domains))
+    if unknown:
+        raise UsageError(f"--meta-test-weights names {', '.join(unknown)}, not among the domains {', '.join(domains)}")
+    if not all(math.isfinite(w) and w > 0 for w in weights.values()):
+        raise UsageError("--meta-test-weights must be positive numbers")
+    raw = [float(weights.get(d, 1.0)) for d in domains]
+    return [w / sum(raw) for w in raw]
 
 
 class _TrainView(nn.Module):
@@ -315,6 +332,7 @@ class Trainer:
                 "meta-learning needs two or more source domains (one is the meta-test domain of each step); "
                 "add --online-blend or another domain, or train with --baseline"
             )
+        self.odds = meta_test_odds(self.domains, request.meta_test_weights)
         self.val_rows = [r for r in rows if r.domain in request.domains and r.split == "val"]
         self.cfg = get_config(request.config).with_domains(self.domains)
         vision = self.cfg.vision
@@ -350,6 +368,7 @@ class Trainer:
             self.gen,
             self.domains,
             (self.per_domain, self.per_test),
+            self.odds,
             self.cfg.grid**2,
             self.cfg.mim_ratio,
             baseline=request.baseline,

@@ -68,13 +68,21 @@ def read_card(meta: Mapping[str, str]) -> dict[str, Any] | None:
 
 
 def calibrate(
-    labels: Sequence[int], scores: Sequence[float], rate: float = DEFAULT_RATE, max_fpr: float | None = None
+    labels: Sequence[int],
+    scores: Sequence[float],
+    rate: float = DEFAULT_RATE,
+    max_fpr: float | None = None,
+    max_uncertain: float | None = None,
 ) -> tuple[float, list[float]]:
     """Threshold and band from validation scores (0 real, 1 fake): the threshold is the equal-error point, or with
     ``max_fpr`` the lowest score at or above which at most that share of the reals lie (a stated false-alarm rate);
     below ``low`` lie only ``rate`` of the fakes, at or above ``high`` only ``rate`` of the reals. Between them the
     detector's errors are too frequent to call either way: ``uncertain``. When the classes separate better than
-    ``rate`` at the threshold, the band shrinks to the threshold itself (no uncertain verdicts)."""
+    ``rate`` at the threshold, the band shrinks to the threshold itself (no uncertain verdicts).
+
+    With ``max_uncertain``, a band holding more than that share of the validation items is narrowed towards the
+    threshold (both ends by the same factor of their distance to it) until it holds at most that share: a verdict
+    that commits more often, at the price of the ``rate`` guarantees."""
     from ..analysis.metrics import equal_error_rate
 
     y, s = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
@@ -88,7 +96,29 @@ def calibrate(
     high = float(np.quantile(s[y == 0], 1.0 - rate))
     if low >= high:
         return threshold, [threshold, threshold]
-    return threshold, [min(low, threshold), max(high, threshold)]
+    band = [min(low, threshold), max(high, threshold)]
+    if max_uncertain is not None:
+        band = narrowed(s, threshold, band, max_uncertain)
+    return threshold, band
+
+
+def narrowed(scores: np.ndarray, threshold: float, band: list[float], max_uncertain: float) -> list[float]:
+    """The widest band ``[t - f (t - low), t + f (high - t))``, f in [0, 1], holding at most ``max_uncertain`` of
+    ``scores`` (the share inside grows with f, so f is found by bisection)."""
+
+    def at(f: float) -> list[float]:
+        return [threshold - f * (threshold - band[0]), threshold + f * (band[1] - threshold)]
+
+    def share(b: list[float]) -> float:
+        return float(np.mean((scores >= b[0]) & (scores < b[1])))
+
+    if share(band) <= max_uncertain:
+        return band
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if share(at(mid)) <= max_uncertain else (lo, mid)
+    return at(lo)
 
 
 def false_alarm_threshold(reals: np.ndarray, max_fpr: float) -> float:
