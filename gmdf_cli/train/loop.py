@@ -12,7 +12,7 @@ theta_O (everything else that trains).
 First-order by default; with ``second_order`` the meta-test loss is differentiated through the inner updates (their
 gradients depend on theta_O). The meta-test domain is seen through the wildcard domain embedding: it plays the part
 of an unseen domain. The wildcard's own vectors belong to theta_E but appear only in the meta-test phase, so they
-keep their initial values and theta_O learns to classify through them (see the README's notes).
+keep their initial values and theta_O learns to classify through them (see docs/architecture.md).
 
 Where it runs: ``--device`` (model, batches, masks and losses there), ``--precision`` (autocast; fp16 with a loss
 scaler), ``--workers`` data-loader processes (``loader.py``: the same batches for any number), and several processes
@@ -85,7 +85,7 @@ class TrainRequest:
     meta_test_share: float = 0.5
     """Share of the global batch that is the meta-test domain's (the rest split evenly over the N-1 meta-train
     domains). The papers fix which domains play which part, not the batch sizes; theta_O learns from the meta-test
-    part alone, so a 1/N share starves it (see the README's notes). 0: every domain the same share (runs recorded
+    part alone, so a 1/N share starves it (see docs/architecture.md). 0: every domain the same share (runs recorded
     before this option)."""
     meta_test_weights: dict[str, float] | None = None
     """How often each domain is drawn as the meta-test domain, relative to the others (a domain not named: 1).
