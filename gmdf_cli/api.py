@@ -23,7 +23,7 @@ from .errors import UsageError
 from .model import GMDF
 from .report.results import DetectorInfo, FileResult, ModelCard, ModelInfo
 from .weights import DEFAULT_WEIGHTS, ResolvedWeights, load_weights
-from .weights.card import read_card, read_decision
+from .weights.card import read_card, read_decision, read_training
 
 
 def _warn(text: str) -> None:
@@ -114,7 +114,7 @@ class Detector:
     def model_info(self) -> ModelInfo:
         cfg = self.model.config
         w = self.weights
-        trained = self.metadata.get("training")
+        trained = read_training(self.metadata)
         card = read_card(self.metadata)
         info = ModelInfo(w.name, w.sha256, w.source, str(w.path), cfg.name, list(cfg.domains), trained)
         info.card = ModelCard(**card) if card is not None else None

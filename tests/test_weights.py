@@ -221,3 +221,20 @@ def test_hub_download_cache_offline_and_tampering(tiny_model, tmp_path: Path) ->
     cached.write_bytes(blob.replace(b"vit-tiny", b"vit-tinY", 1))  # tampered inside the cache
     tampered = run_gmdf("weights", "path", "tiny-test", env=offline)
     assert tampered.returncode == 1 and "sha256 mismatch" in tampered.stderr
+
+
+def test_shipped_weights_carry_their_training_record_as_data_without_build_folders(tiny_model, tmp_path: Path) -> None:
+    """report.json's model.trained is an object (not JSON inside a string) and neither an exported file nor a
+    report names the folders of the machine that trained it."""
+    from gmdf_cli import Detector
+    from gmdf_cli.weights import export_weights
+
+    from .conftest import detector_options
+
+    record = {"request": {"data": "/home/me/cache", "out": "/home/me/run", "seed": 3}, "step": 5}
+    source = save_checkpoint(tiny_model, tmp_path / "run.safetensors", metadata={"training": json.dumps(record)})
+    shipped = export_weights(str(source), tmp_path / "ship.safetensors", half=False)
+    _, meta = load_checkpoint(shipped.path)
+    assert json.loads(meta["training"]) == {"request": {"seed": 3}, "step": 5}
+    info = Detector.from_pretrained(str(source), device="cpu", face_detector=detector_options()).model_info()
+    assert info.trained == {"request": {"seed": 3}, "step": 5}  # an older file with the folders: left out as read

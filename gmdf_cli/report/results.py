@@ -126,7 +126,9 @@ class ModelInfo:
     path: str
     config: str
     domains: list[str]
-    trained: str | None = None
+    trained: dict[str, Any] | None = None
+    """The training record stored in the weights (request, step, epoch, best validation AUC), without the folders
+    of the machine that trained it."""
     card: ModelCard | None = None
 
 

@@ -129,3 +129,26 @@ def false_alarm_threshold(reals: np.ndarray, max_fpr: float) -> float:
     if allowed >= len(ranked):
         return 0.0
     return float(min(1.0, np.nextafter(ranked[allowed], np.inf)))
+
+
+BUILD_PATHS = ("data", "out")
+"""Fields of a training request that name folders of the machine that trained it: not shipped, not reported."""
+MAX_TRAINING_JSON = 65536
+
+
+def read_training(meta: Mapping[str, str]) -> dict[str, Any] | None:
+    """The training record (``training``: the request, step, epoch and best validation AUC) as data, without the
+    build machine's folders; None when absent, too long or not a JSON object (it is metadata, never trusted)."""
+    text = meta.get("training")
+    if not text or len(text) > MAX_TRAINING_JSON:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    request = record.get("request")
+    if isinstance(request, dict):
+        record["request"] = {k: v for k, v in request.items() if k not in BUILD_PATHS}
+    return record

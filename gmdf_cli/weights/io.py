@@ -17,7 +17,7 @@ from ..errors import WeightsError
 from ..fileio import atomic_path, sha256_file
 from ..model import GMDF, GMDFConfig, build_model
 from ..model.bounds import check_config
-from .card import read_card, read_decision
+from .card import read_card, read_decision, read_training
 from .registry import ResolvedWeights, resolve_weights
 
 FORMAT = "gmdf"
@@ -178,6 +178,9 @@ def export_weights(
         extra["band"] = json.dumps([float(v) for v in band])
     if card is not None:
         extra["card"] = json.dumps(card)
+    training = read_training(extra)
+    if training is not None:  # shipped without the folders of the machine that trained it
+        extra["training"] = json.dumps(training)
     read_decision(extra)
     read_card(extra)
     path = save_checkpoint(model, target, metadata=extra, half=half, text_tower=text_tower)
