@@ -217,7 +217,7 @@ def test_archives_above_the_report_limit_keep_rows_only(
     assert done.returncode == 0, done.stderr
     assert len(rows(out)) == 3 and not (out / "report.json").exists() and not (out / "report.html").exists()
     assert json.loads((out / "summary.json").read_text())["files"] == 3
-    assert "3 file(s)" in done.stderr
+    assert "3 files" in done.stderr
     refused = invoke_gmdf(*_scan_args(inputs, tmp_path / "other", weights, "--json"))
     assert refused.returncode == 2 and "--json" in refused.stderr
 

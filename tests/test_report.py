@@ -243,3 +243,19 @@ def test_detector_fallback_is_one_line_without_download_noise(weights: Path, tmp
     assert json.loads(done.stdout)["detector"]["name"] == "mtcnn"
     assert json.loads(done.stdout)["parameters"]["detector_requested"] == "retinaface"
     assert math.isfinite(json.loads(done.stdout)["files"][0]["score"])
+
+
+def test_the_closing_line_gives_a_speed_and_the_caveat_only_when_files_were_scored() -> None:
+    from gmdf_cli.report.render import closing_lines
+    from gmdf_cli.report.results import DetectorInfo, FileResult, ModelCard, ModelInfo, ScanReport
+
+    card = ModelCard("A caveat.", "x", "y", [], "z")
+    model = ModelInfo("default", "0" * 64, "shipped", "p", "mnv2", ["a"], card=card)
+    report = ScanReport("v", "now", model, DetectorInfo("retinaface", "w", "s", 480, "cpu"), {}, {})
+    report.files = [FileResult(Path("broken.mp4"), error="cannot read file")]
+    assert closing_lines(report, "default", files_per_second=217.5) == ["1 file: 1 error"]
+    report.files += [FileResult(Path("a.png"), verdict="real", score=0.1)]
+    assert closing_lines(report, "default", files_per_second=0.25) == [
+        "2 files: 1 real, 1 error, 4.0 s a file",
+        "note: A caveat.",
+    ]

@@ -286,10 +286,16 @@ def closing_lines(
     tally = counts if counts is not None else dict(_counts(report.files))
     total = sum(tally.values())
     text = ", ".join(f"{tally[v]} {v}" for v in order if tally.get(v))
-    speed = f" at {files_per_second:.2f} files/s" if files_per_second > 0 else ""
-    lines = [f"{total} file(s): {text or 'none scanned'}{speed}" + (" (interrupted)" if report.interrupted else "")]
+    scored = sum(tally.get(v, 0) for v in ("fake", "uncertain", "real"))
+    speed = ""
+    if scored and files_per_second > 0:  # a speed of files that all failed says nothing
+        speed = (
+            f" at {files_per_second:.1f} files/s" if files_per_second >= 1 else f", {1 / files_per_second:.1f} s a file"
+        )
+    noun = "file" if total == 1 else "files"
+    lines = [f"{total} {noun}: {text or 'none scanned'}{speed}" + (" (interrupted)" if report.interrupted else "")]
     card = report.model.card
-    if report.model.name == default_model and card is not None:
+    if scored and report.model.name == default_model and card is not None:  # a caveat on scores, when there are some
         lines.append(f"note: {card.caveat}")
     return lines
 
