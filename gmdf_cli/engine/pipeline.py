@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.faces import Face, FaceDetector, Tracker, crop_face
 from ..data.media import Frame, MediaError, MediaItem, OpenedMedia, Sampling, open_media, read_frames
+from ..data.provenance import read_provenance
 from ..fileio import sha256_file
 from ..model import GMDF
 from ..report.results import FaceResult, FileResult, FrameResult, MediaInfo, SuspiciousFace, TrackResult
@@ -50,6 +51,8 @@ class EngineOptions:
     crop_size: int | None = None
     """Side of the face crops the model sees (None: the model's input size; set it where detection runs without
     the model, as in Ray's decoding tasks)."""
+    provenance: bool = True
+    """Read each file's content credentials and metadata traces (``FileResult.provenance``), beside the score."""
 
 
 CropHook = Callable[[Frame, int, np.ndarray], np.ndarray]
@@ -166,6 +169,8 @@ class Engine:
                 stat = result.path.stat()
                 result.size, result.mtime_ns = stat.st_size, stat.st_mtime_ns
                 result.sha256 = sha256_file(result.path)
+                if self.options.provenance:
+                    result.provenance = read_provenance(result.path)
                 frames = job.frames() if job.frames is not None else read_frames(media)
                 detected = self.detect_frames(frames, media.kind == "image", job.faces, detector)
                 for found in detected:

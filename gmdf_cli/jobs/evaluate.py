@@ -91,7 +91,9 @@ def score_folder(model: GMDF, request: EvalRequest, console: Console) -> tuple[d
     items = labelled_items(request.folder)
     device = next(model.parameters()).device
     engine = Engine(
-        model, face_detector(request.detector, device, console), EngineOptions(Sampling(request.frames), keep_crops=0)
+        model,
+        face_detector(request.detector, device, console),
+        EngineOptions(Sampling(request.frames), keep_crops=0, provenance=False),
     )
     scored = Scored()
     unusable: list[str] = []

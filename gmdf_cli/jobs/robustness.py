@@ -298,7 +298,9 @@ def run_robustness(request: RobustnessRequest, console: Console) -> RobustnessRe
     request.out.mkdir(parents=True, exist_ok=True)
     refusal = f"{request.out} holds a sweep with other settings ({request.out / 'sweep.json'}); use another --out"
     record_settings(request.out / "sweep.json", _settings(request, resolved.sha256, detector), refusal)
-    options = EngineOptions(Sampling(frames=request.frames), batch_size=request.batch_size, keep_crops=0)
+    options = EngineOptions(
+        Sampling(frames=request.frames), batch_size=request.batch_size, keep_crops=0, provenance=False
+    )
     sweep = Sweep(request, Engine(model, detector, options), console)
     summary = sweep.run_cache() if is_cache else sweep.run_folder()
     write_outputs(request.out, summary, sweep.sheet, request)

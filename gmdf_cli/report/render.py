@@ -17,7 +17,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..fileio import atomic_path, write_text_atomic
-from .results import FileResult, LevelMetrics, RobustnessReport, ScanReport, SuspiciousFace, WeightsRow
+from .results import (
+    FileResult,
+    LevelMetrics,
+    Provenance,
+    RobustnessReport,
+    ScanReport,
+    SuspiciousFace,
+    WeightsRow,
+)
 from .schema import dumps
 
 CSV_FIELDS = (
@@ -33,6 +41,7 @@ CSV_FIELDS = (
     "detector_score",
     "score",
     "file_verdict",
+    "provenance",
 )
 
 
@@ -60,6 +69,7 @@ class CsvWriter:
                         f"{face.detector_score:.4f}",
                         "" if face.score is None else f"{face.score:.6f}",
                         result.verdict,
+                        provenance_words(result),
                     ]
                 )
         self.handle.flush()
@@ -174,6 +184,61 @@ def write_artifacts(out: Path, index: int, result: FileResult, faces: list[FaceI
     return made
 
 
+C2PA_WORDS = {
+    "none": "none in this file",
+    "present": "embedded manifest, read and validated offline",
+    "remote": "the file points to a manifest on the web: not fetched (a scan makes no network request)",
+    "unreadable": "a manifest is there but could not be read",
+    "not-read": "not read",
+}
+SOURCE_MEANINGS = {
+    "trainedAlgorithmicMedia": "made by a model trained on sampled content (generative AI)",
+    "compositeWithTrainedAlgorithmicMedia": "edited or composited with generative AI",
+    "compositeSynthetic": "a composite of several elements, at least one synthetic",
+    "algorithmicMedia": "made purely by an algorithm, not from training data",
+    "digitalCapture": "captured by a camera or recorder",
+    "compositeCapture": "a composite of captures",
+    "digitalCreation": "made by a person with software (not generative AI)",
+}
+"""The IPTC digital source types' meanings, in short (cv.iptc.org/newscodes/digitalsourcetype)."""
+VALIDATION_MEANINGS = {
+    "signingCredential.untrusted": "the signer is on no trust list gmdf holds (it loads none): nobody vouches for it",
+    "claimSignature.mismatch": "the signature does not match the claim",
+}
+
+
+def validation_meaning(code: str) -> str | None:
+    """What a C2PA validation code means, in a few words, where gmdf knows it."""
+    if code in VALIDATION_MEANINGS:
+        return VALIDATION_MEANINGS[code]
+    changed = code.startswith("assertion.") and code.endswith(".mismatch")
+    return "the file (or its manifest) changed after it was signed" if changed else None
+
+
+def provenance_words(result: FileResult) -> str:
+    """The file's provenance in a few words (``-`` where it was not read)."""
+    return result.provenance.summary if result.provenance is not None else "-"
+
+
+def _provenance_view(found: Provenance | None) -> dict[str, Any] | None:
+    """The report's provenance panel: every value is the file's own text, escaped by the template."""
+    if found is None:
+        return None
+    return {
+        "summary": found.summary,
+        "c2pa": C2PA_WORDS[found.c2pa],
+        "claim_generator": found.claim_generator,
+        "source_type": found.digital_source_type,
+        "source_meaning": SOURCE_MEANINGS.get(found.digital_source_type or ""),
+        "generated": bool(found.generated),
+        "style": "tampered" if found.tampered() else "generated" if found.generated else "",
+        "actions": found.actions,
+        "validation": [(code, validation_meaning(code)) for code in found.validation],
+        "traces": found.traces,
+        "notes": found.notes,
+    }
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -223,6 +288,7 @@ def _file_view(f: FileResult, pics: FileImages) -> dict[str, Any]:
         "timeline": _b64(pics.timeline),
         "faces": [_face_view(f.kind, x) for x in pics.faces],
         "has_heatmaps": any(x.overlay is not None for x in pics.faces),
+        "provenance": _provenance_view(f.provenance),
     }
 
 
@@ -261,15 +327,28 @@ VERDICT_STYLE = {
 }
 
 
+def _provenance_cell(result: FileResult) -> str:
+    """The table's provenance cell: tampering in red, a manifest declaring generated media in magenta."""
+    words = plain(provenance_words(result))
+    found = result.provenance
+    if found is not None and found.tampered():
+        return f"[bold red]{words}[/]"
+    if found is not None and found.generated:
+        return f"[bold magenta]{words}[/]"
+    return words
+
+
 def scan_table(files: list[FileResult]) -> Table:
-    """The terminal summary of a scan: one row per file."""
-    table = Table("file", "verdict", "fake score", "faces", "frames", "time", title="gmdf scan")
+    """The terminal summary of a scan: one row per file, its provenance (content credentials, metadata) beside the
+    score and never part of it."""
+    table = Table("file", "verdict", "fake score", "provenance", "faces", "frames", "time", title="gmdf scan")
     table.columns[0].overflow = "fold"
     for f in files:
         table.add_row(
             plain(f.path.name),
             f"[{VERDICT_STYLE[f.verdict]}]{f.verdict}[/]",
             _fmt(f.score),
+            _provenance_cell(f),
             str(f.faces_found),
             f"{f.frames_with_faces}/{f.frames_scanned}",
             f"{f.seconds:.1f}s",

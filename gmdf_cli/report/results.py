@@ -73,6 +73,46 @@ class SuspiciousFace:
     display: np.ndarray  # (224, 224, 3) BGR uint8, for people
 
 
+C2paState = Literal["none", "present", "remote", "unreadable", "not-read"]
+"""none: no content credentials in the file; present: an embedded manifest, read and validated; remote: the file
+points to a manifest on the web, not fetched (gmdf makes no network request for a file it scans); unreadable: a
+manifest is there but could not be read (``notes`` says why); not-read: not looked for (a format that cannot carry
+them, or c2pa-python unavailable)."""
+
+
+@dataclass
+class Provenance:
+    """What the file says of its own origin: C2PA content credentials and traces that generators and editors leave
+    in metadata. Evidence beside the detector's, never part of its score or verdict; every text comes from the file
+    (anyone can write it) and is bounded to one line of at most 200 characters."""
+
+    c2pa: C2paState = "none"
+    claim_generator: str | None = None
+    """The software that made the active manifest, as the manifest names it."""
+    digital_source_type: str | None = None
+    """The IPTC digital source type the manifest's actions declare (the code's last part: ``trainedAlgorithmicMedia``,
+    ``compositeWithTrainedAlgorithmicMedia``, ``algorithmicMedia``, ``digitalCapture``, ...)."""
+    generated: bool | None = None
+    """True when that source type says an algorithm made the media (generative AI, or other algorithmic or synthetic
+    media); False for another declared type; None when none is declared."""
+    actions: list[str] = field(default_factory=list)
+    """The active manifest's actions (``c2pa.created``, ``c2pa.opened``, ``c2pa.color_adjustments``, ...)."""
+    validation: list[str] = field(default_factory=list)
+    """C2PA validation status codes: ``assertion.dataHash.mismatch`` when the file changed after signing,
+    ``signingCredential.untrusted`` when the signer is on no trust list gmdf holds (it loads none)."""
+    traces: list[str] = field(default_factory=list)
+    """Metadata naming software or generation settings: EXIF Software, XMP CreatorTool and DigitalSourceType, PNG
+    text such as Stable Diffusion's ``parameters``, a video's encoder tag; each ``where key: value``."""
+    notes: list[str] = field(default_factory=list)
+    """What could not be read, in a few words (a remote manifest not fetched, an unreadable manifest)."""
+    summary: str = "none"
+    """A few words for tables: ``C2PA: AI-generated``, ``C2PA: tampered``, ``C2PA: remote``, ``none``, ..."""
+
+    def tampered(self) -> bool:
+        """The credentials say the file (or its manifest) changed after it was signed: a ``*.mismatch`` code."""
+        return self.c2pa == "present" and any(code.endswith(".mismatch") for code in self.validation)
+
+
 @dataclass
 class FileResult:
     """One input file: its verdict (``fake`` when the score reaches the threshold, ``real`` below it, ``uncertain``
@@ -102,6 +142,9 @@ class FileResult:
     tracks: list[TrackResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    provenance: Provenance | None = None
+    """Content credentials and metadata traces, beside the score (never in it); None where they were not read (an
+    unreadable file, or a row written before gmdf read them)."""
     frames_requested: int = field(default=0, metadata=INTERNAL, repr=False)
     suspicious: list[SuspiciousFace] = field(default_factory=list, metadata=INTERNAL, repr=False, compare=False)
 
