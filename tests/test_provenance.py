@@ -16,7 +16,7 @@ from PIL import Image, PngImagePlugin
 from rich.console import Console
 
 from gmdf_cli import Detector
-from gmdf_cli.data.provenance import MAX_TEXT, read_provenance
+from gmdf_cli.engine.provenance import MAX_TEXT, read_provenance
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.report.render import scan_table
 from gmdf_cli.report.results import FileResult
@@ -139,7 +139,9 @@ def test_exif_software_and_an_xmp_source_type_are_traces(tmp_path: Path) -> None
 
 
 def test_c2pa_is_not_imported_when_the_cli_and_engine_load() -> None:
-    code = "import sys, gmdf_cli.cli, gmdf_cli.engine.pipeline, gmdf_cli.data.provenance; print('c2pa' in sys.modules)"
+    code = (
+        "import sys, gmdf_cli.cli, gmdf_cli.engine.pipeline, gmdf_cli.engine.provenance; print('c2pa' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

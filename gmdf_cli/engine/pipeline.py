@@ -17,12 +17,12 @@ import numpy as np
 
 from ..data.faces import Face, FaceDetector, Tracker, crop_face
 from ..data.media import Frame, MediaError, MediaItem, OpenedMedia, Sampling, open_media, read_frames
-from ..data.provenance import read_provenance
 from ..fileio import sha256_file
 from ..model import GMDF
 from ..report.results import FaceResult, FileResult, FrameResult, MediaInfo, SuspiciousFace, TrackResult
 from . import rules
 from .batching import score_crops
+from .provenance import read_provenance
 from .threads import in_order_threads
 
 DEFAULT_THRESHOLD = 0.5

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..data.media import VIDEO_EXTENSIONS
 from ..report.results import Provenance
-from .media import VIDEO_EXTENSIONS
 
 MAX_TEXT = 200
 """Characters kept of any one text read from a file."""
