@@ -18,7 +18,7 @@ from . import __version__
 from .analysis.corruptions import CORRUPTIONS
 from .data import DETECTION_SIDE
 from .data.datasets import LAYOUTS
-from .data.detectors import DETECTORS, DetectorOptions
+from .data.detectors import DETECTOR_ENV, DETECTORS, DetectorOptions
 from .data.media import Sampling
 from .data.synth import KINDS, MASKS
 from .errors import EXIT_FAILURE, EXIT_USAGE, GMDFError, Terminated, interrupt_exit_code
@@ -105,6 +105,25 @@ def _check_weights(ctx: click.Context, param: click.Parameter, value: str | None
     return value
 
 
+def _name(param: click.Parameter) -> str:
+    """How the user wrote a parameter: its flag (--out), or an argument's name (TARGET)."""
+    return param.opts[0] if isinstance(param, click.Option) else (param.name or "").upper()
+
+
+def _output_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An output folder, checked as it is parsed: one line, before anything loads, if it could never be written."""
+    from .checks import writable_folder
+
+    return None if value is None else writable_folder(value, _name(param))
+
+
+def _output_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An output file, checked as it is parsed (see ``_output_folder``)."""
+    from .checks import writable_file
+
+    return None if value is None else writable_file(value, _name(param))
+
+
 def weights_option(f: Any) -> Any:
     """--weights, checked before anything loads (a missing file or an unknown name fails at once)."""
     return click.option(
@@ -164,7 +183,8 @@ def detector_options(f: Any) -> Any:
             click.option(
                 "--detector-weights",
                 type=click.Path(file_okay=False),
-                help="Folder with RetinaFace weights (else $GMDF_DETECTOR_WEIGHTS, facexlib's cache, download).",
+                envvar=DETECTOR_ENV,
+                help=f"Folder with RetinaFace weights (default ${DETECTOR_ENV}, else facexlib's cache, download).",
             ),
             click.option(
                 "--det-size",
@@ -277,7 +297,7 @@ def weights_download(name: str) -> None:
 
 @weights.command("export")
 @click.argument("source")
-@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path), callback=_output_file)
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
 @click.option("--text-tower/--no-text-tower", default=False, show_default=True, help="Keep CLIP's text tower.")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="Decision threshold stored with the weights.")
@@ -351,10 +371,11 @@ def weights_path(name: str) -> None:
 @detector_options
 @click.option("--max-faces", type=click.IntRange(min=1), default=8, show_default=True, help="Faces scored per frame.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON report on stdout.")
-@click.option("--csv", "csv", type=click.Path(dir_okay=False, path_type=Path), help="One row per scored face.")
+@click.option("--csv", "csv", type=click.Path(path_type=Path), callback=_output_file, help="One row per scored face.")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
+    callback=_output_folder,
     help="Folder for results.jsonl (one row per file; a rerun finishes only the rest), report.json, report.html.",
 )
 @click.option("--heatmaps", is_flag=True, help="With --out: Grad-CAM overlays of the most suspicious faces.")
@@ -388,10 +409,6 @@ def scan(paths: tuple[str, ...], as_json: bool, device: str, **options: Any) -> 
     2 usage error, 130 interrupted, 143 terminated (finished files are still written; rerun with the same
     --out to finish the rest).
     """
-    from .jobs.scan import REPORT_MAX_FILES, ScanRequest, read_list, run_scan
-    from .report.render import closing_lines, scan_table
-    from .weights.registry import DEFAULT_WEIGHTS
-
     if options["heatmaps"] and options["out"] is None:
         raise click.UsageError("--heatmaps needs --out DIR")
     if options["parquet"] and options["out"] is None:
@@ -400,8 +417,12 @@ def scan(paths: tuple[str, ...], as_json: bool, device: str, **options: Any) -> 
         raise click.UsageError("--address is for --engine ray")
     if not paths and not options["files_from"]:
         raise click.UsageError("give PATHS to scan, or --files-from LIST")
+    from .jobs.scan import REPORT_MAX_FILES, ScanRequest, read_list, run_scan
+    from .report.render import closing_lines, scan_table
+    from .weights.registry import DEFAULT_WEIGHTS
+
     listed = read_list(options["files_from"]) if options["files_from"] else []
-    outcome = run_scan(ScanRequest(list(paths), listed=listed, device=_device(device), as_json=as_json, **options), err)
+    outcome = run_scan(ScanRequest(list(paths), listed=listed, device=device, as_json=as_json, **options), err)
     files = outcome.report.files
     if as_json:
         _emit_json(outcome.report)
@@ -425,7 +446,9 @@ def scan(paths: tuple[str, ...], as_json: bool, device: str, **options: Any) -> 
     help="Dataset layout: " + "; ".join(f"{n}: {(f.__doc__ or '').split(':')[0].strip()}" for n, f in LAYOUTS.items()),
 )
 @click.option("--root", required=True, type=click.Path(exists=True, path_type=Path), help="The dataset's root folder.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The cache folder.")
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), callback=_output_folder, help="The cache folder."
+)
 @click.option("--name", "domain", help="Domain name in the cache (default: the layout's name).")
 @click.option("--frames", type=click.IntRange(min=1), default=32, show_default=True, help="Frames per video.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
@@ -465,7 +488,7 @@ def prepare(device: str, **options: Any) -> None:
 @click.option(
     "--root", required=True, type=click.Path(exists=True, path_type=Path), help="Real footage: videos, images, folders."
 )
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_folder, help="Output folder.")
 @click.option("--kind", "kinds", type=click.Choice([*KINDS, "both"]), default="both", show_default=True)
 @click.option("--frames", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per video.")
 @click.option("--per-frame", type=click.IntRange(min=1), default=1, show_default=True, help="Fakes of each kind.")
@@ -504,7 +527,9 @@ def synth(kinds: str, device: str, **options: Any) -> None:
 @click.option(
     "--data", type=click.Path(exists=True, file_okay=False, path_type=Path), help="The cache made by `gmdf prepare`."
 )
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder (checkpoints, metrics).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), callback=_output_folder, help="Run folder (checkpoints, metrics)."
+)
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Continue the run in this folder.")
 @config_option("Model to train")
 @click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
@@ -619,7 +644,8 @@ def train(resume: Path | None, **options: Any) -> None:
 @json_option
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
+    callback=_output_folder,
     help="metrics.json, metrics.md, ROC curves (with --protocol: the runs and results).",
 )
 @precision_option
@@ -720,7 +746,8 @@ def _corruptions(text: str) -> list[str]:
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
+    callback=_output_folder,
     default=Path("robustness-report"),
     show_default=True,
     help="Report folder; a sweep interrupted there resumes.",
@@ -735,12 +762,16 @@ def _corruptions(text: str) -> list[str]:
 def robustness(corruption: str, levels: str, domains: str | None, as_json: bool, device: str, **options: Any) -> None:
     """AUC and ACC under compression, blur, contrast, saturation, pixelation, noise and block corruptions at five
     severities (DeeperForensics-1.0 definitions). DATA: a folder with real/ and fake/, or a prepared cache."""
+    from .checks import labelled_folder
+
+    chosen, severities = _corruptions(corruption), _levels(levels)
+    labelled_folder(options["data"])  # before the job's imports: torch, the model
     from .jobs.robustness import RobustnessRequest, run_robustness
     from .report.render import robustness_table
 
     request = RobustnessRequest(
-        corruptions=_corruptions(corruption),
-        levels=_levels(levels),
+        corruptions=chosen,
+        levels=severities,
         domains=_split(domains) or None,
         device=_device(device),
         **options,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-import torch
-
 from . import __version__
-from .model import build_model, get_config
+from .data.detectors import planned_detector
 from .report.results import WeightsRow
 from .weights import SHIPPED_DIR, cached_path, zoo
+
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 
 DEPENDENCIES = (
     "torch",
@@ -40,6 +43,8 @@ def _version(dist: str) -> str | None:
 
 def model_report(name: str) -> dict[str, Any]:
     """Parameter counts of a freshly built model of config ``name`` (random weights; nothing is downloaded)."""
+    from .model import build_model, get_config
+
     cfg = get_config(name)
     counts = build_model(cfg).parameter_counts()
     return {
@@ -52,20 +57,58 @@ def model_report(name: str) -> dict[str, Any]:
     }
 
 
+def _torch_device() -> dict[str, Any]:
+    """The device as torch sees it (torch already loaded: `gmdf info --model` built a model)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "type": "cuda" if cuda else "cpu",
+        "name": torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _torch_cuda_build() -> bool:
+    """Whether the installed torch is built with CUDA, read from its version.py without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text() if spec and spec.origin else ""
+    except OSError:
+        return False
+    return re.search(r"^cuda\b.*=\s*['\"]", text, re.M) is not None
+
+
+def _probed_device() -> dict[str, Any]:
+    """The device `--device auto` would pick, found without loading torch (seconds on a small machine): CUDA when
+    torch is a CUDA build and the NVIDIA driver lists a GPU (Linux), else the CPU; threads as torch would use."""
+    gpus = sorted(NVIDIA_GPUS.glob("*/information")) if NVIDIA_GPUS.is_dir() else []
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if gpus and _torch_cuda_build():
+        found = re.search(r"^Model:\s*(.+)$", gpus[0].read_text(errors="replace"), re.M)
+        return {"type": "cuda", "name": found[1].strip() if found else "NVIDIA GPU", "threads": threads}
+    return {"type": "cpu", "name": platform.processor() or platform.machine(), "threads": threads}
+
+
+def detector_report() -> dict[str, str]:
+    """The face detector a command run without --detector options will use, and why."""
+    name, why = planned_detector()
+    return {"name": name, "why": why}
+
+
 def system_report(model: str | None = None) -> dict[str, Any]:
     from huggingface_hub import constants
 
-    cuda = torch.cuda.is_available()
+    model_part = model_report(model) if model else None
     report: dict[str, Any] = {
         "version": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "dependencies": {dist: _version(dist) for dist in DEPENDENCIES},
-        "device": {
-            "type": "cuda" if cuda else "cpu",
-            "name": torch.cuda.get_device_name(0) if cuda else platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-        },
+        "device": _torch_device() if "torch" in sys.modules else _probed_device(),
+        "face_detector": detector_report(),
         "weights": {
             "hub_cache": constants.HF_HUB_CACHE,
             "offline": bool(constants.HF_HUB_OFFLINE),
@@ -81,8 +124,8 @@ def system_report(model: str | None = None) -> dict[str, Any]:
             },
         },
     }
-    if model:
-        report["model"] = model_report(model)
+    if model_part:
+        report["model"] = model_part
     return report
 
 
@@ -93,6 +136,7 @@ def info_rows(report: dict[str, Any]) -> dict[str, str]:
         "python": report["python"],
         "platform": report["platform"],
         "device": f"{dev['type']} ({dev['name']}), {dev['threads']} threads",
+        "face detector": f"{report['face_detector']['name']} ({report['face_detector']['why']})",
         **{dist: ver or "missing" for dist, ver in report["dependencies"].items()},
         "hub cache": w["hub_cache"] + (" (offline)" if w["offline"] else ""),
         "shipped weights": w["shipped_dir"],

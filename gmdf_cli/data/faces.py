@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,12 +19,20 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from ..errors import WeightsError
 from ..fileio import sha256_file
 from . import DETECTION_SIDE
-from .detectors import DETECTORS, RETINAFACE_FILES, DetectorEntry, DetectorOptions
+from .detectors import (
+    DETECTOR_ENV,
+    DETECTORS,
+    RETINAFACE_FILES,
+    DetectorEntry,
+    DetectorOptions,
+    facexlib_weights_dir,
+    fallback_reason,
+    find_retinaface,
+)
 from .media import jpeg_roundtrip
 
-DETECTOR_ENV = "GMDF_DETECTOR_WEIGHTS"
 CROP_SCALE = 1.3
-__all__ = ["DETECTORS", "RETINAFACE_FILES", "DetectorEntry", "DetectorOptions"]
+__all__ = ["DETECTORS", "DETECTOR_ENV", "RETINAFACE_FILES", "DetectorEntry", "DetectorOptions", "facexlib_weights_dir"]
 
 
 @dataclass(frozen=True)
@@ -176,12 +183,6 @@ class MTCNNDetector:
         ]
 
 
-def facexlib_weights_dir() -> Path:
-    from facexlib.utils.misc import ROOT_DIR
-
-    return Path(ROOT_DIR) / "facexlib" / "weights"
-
-
 def load_detector(
     name: str = "retinaface",
     weights_dir: str | Path | None = None,
@@ -194,26 +195,17 @@ def load_detector(
     ``retinaface-resnet50`` or ``mtcnn``. ``device``: where the detector runs (a resolved torch device)."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
-    files = DETECTORS[name].retinaface
-    if files is None:
+    if DETECTORS[name].retinaface is None:
         return MTCNNDetector(max_side, device=device), None
-    filename = files[1]
-    candidates = [Path(p).expanduser() for p in (weights_dir, os.environ.get(DETECTOR_ENV)) if p]
-    candidates.append(facexlib_weights_dir())
-    for folder in candidates:
-        if (folder / filename).is_file():
-            return RetinaFaceDetector(name, folder, max_side, device=device), None
+    folder = find_retinaface(name, weights_dir)
+    if folder is not None:
+        return RetinaFaceDetector(name, folder, max_side, device=device), None
     try:  # facexlib downloads into its own cache, printing its own lines: gmdf speaks for it, once, if it fails
         noise = io.StringIO()
         with contextlib.redirect_stdout(noise), contextlib.redirect_stderr(noise):
             _download_retinaface(name)
-    except Exception as exc:  # any download failure means the same thing to the user
-        looked = ", ".join(str(c) for c in candidates)
-        reason = (
-            f"{filename} not found in {looked} and could not be downloaded ({type(exc).__name__}); "
-            "using MTCNN from facenet-pytorch instead (pass --detector-weights DIR to use RetinaFace)"
-        )
-        return MTCNNDetector(max_side, device=device), reason
+    except Exception:  # any download failure means the same thing to the user
+        return MTCNNDetector(max_side, device=device), fallback_reason(name, weights_dir)
     return RetinaFaceDetector(name, facexlib_weights_dir(), max_side, device=device), None
 
 

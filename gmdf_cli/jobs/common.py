@@ -7,16 +7,20 @@ import platform
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 
 from .. import __version__
-from ..data.faces import DetectorOptions, FaceDetector, open_face_detector
+from ..data.detectors import DetectorOptions
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..report.render import plain
+
+if TYPE_CHECKING:  # torch loads with the first detector or model, not with this module
+    import torch
+
+    from ..data.faces import FaceDetector
 
 
 def warner(console: Console) -> Callable[[str], None]:
@@ -26,12 +30,15 @@ def warner(console: Console) -> Callable[[str], None]:
 
 def face_detector(options: DetectorOptions, device: torch.device | str, console: Console) -> FaceDetector:
     """The face detector of a job that scores nothing (prepare, synth) or scores its own way (robustness)."""
+    from ..data.faces import open_face_detector
+
     return open_face_detector(options, device, warner(console))
 
 
 def environment() -> dict[str, Any]:
     import cv2
     import open_clip
+    import torch
 
     return {
         "gmdf": __version__,

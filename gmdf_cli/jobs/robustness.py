@@ -96,9 +96,9 @@ class Sweep:
         self.records = self.request.out / "records"
 
     # -- folders ---------------------------------------------------------------------------------------------------
-    def run_folder(self) -> RobustnessReport:
+    def run_folder(self, items: list[tuple[MediaItem, int]]) -> RobustnessReport:
+        """The sweep over a labelled folder's ``items`` (``labelled_items``: found before anything loaded)."""
         req = self.request
-        items = labelled_items(req.data)
         sample = next((i.path for i, label in items if label == 1), items[0][0].path)
         records: list[dict[str, Any]] = []
         with progress_bar(self.console, "steps") as progress, tempfile.TemporaryDirectory() as tmp:
@@ -287,9 +287,10 @@ def run_robustness(request: RobustnessRequest, console: Console) -> RobustnessRe
     for name in request.corruptions:
         if name not in CORRUPTIONS:
             raise UsageError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)} or all")
+    is_cache = (request.data / "index.csv").is_file()
+    items = [] if is_cache else labelled_items(request.data)  # an empty real/ or fake/: said before loading a model
     spec = request.weights or DEFAULT_WEIGHTS
     model, resolved, _ = load_weights(spec, device=request.device, precision=request.precision)
-    is_cache = (request.data / "index.csv").is_file()
     if is_cache and request.at != "crop":
         console.print("a prepared cache holds crops only: corruptions apply to the crops (--at crop)")
         request.at = "crop"
@@ -302,7 +303,7 @@ def run_robustness(request: RobustnessRequest, console: Console) -> RobustnessRe
         Sampling(frames=request.frames), batch_size=request.batch_size, keep_crops=0, provenance=False
     )
     sweep = Sweep(request, Engine(model, detector, options), console)
-    summary = sweep.run_cache() if is_cache else sweep.run_folder()
+    summary = sweep.run_cache() if is_cache else sweep.run_folder(items)
     write_outputs(request.out, summary, sweep.sheet, request)
     return summary
 

@@ -17,13 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 from rich.console import Console
 
 from .. import __version__
-from ..api import Detector
-from ..data.faces import DetectorOptions
+from ..data.detectors import DetectorOptions
 from ..data.media import MediaItem, Sampling, discover
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError, interrupt_exit_code
 from ..fileio import append_line, sha256_file, write_text_atomic
@@ -42,6 +41,9 @@ from ..report.results import DetectorInfo, FileResult, ModelInfo, ScanReport
 from ..report.schema import dumps, from_jsonable
 from ..weights import DEFAULT_WEIGHTS
 from .common import environment, now, record_settings, warner
+
+if TYPE_CHECKING:  # the model and its torch load when a scan starts, after every usage check
+    from ..api import Detector
 
 T = TypeVar("T")
 SETTINGS_FILE = "scan.json"
@@ -208,6 +210,8 @@ class LocalScanner:
 
 
 def open_detector(request: ScanRequest, console: Console, warn: Callable[[str], None] | None = None) -> Detector:
+    from ..api import Detector
+
     return Detector.from_pretrained(
         request.weights or DEFAULT_WEIGHTS,
         device=request.device,
@@ -471,7 +475,8 @@ def _unchanged(path: Path, done: _Row) -> bool:
 def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
     found = discover([*request.paths, *request.listed], exclude=[request.out] if request.out is not None else [])
     if not found.items and not found.missing:
-        raise UsageError("no images or videos found in " + ", ".join([*request.paths, request.files_from or ""]))
+        where = [*request.paths, *([f"--files-from {request.files_from}"] if request.files_from else [])]
+        raise UsageError("no images or videos found in " + ", ".join(where))
     _check_outputs(request, found.items)
     if request.parquet:
         import importlib.util
@@ -494,6 +499,9 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
             f"scans of up to {REPORT_MAX_FILES} files)",
             soft_wrap=True,
         )
+    from ..device import resolve_device  # torch loads here: every usage check above has passed
+
+    request.device = str(resolve_device(request.device))
     scanner = open_scanner(request, console)
     try:
         return _run(request, scanner, items, {i.path for i in missing}, keep, found.skipped, console)

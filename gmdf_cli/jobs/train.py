@@ -4,27 +4,31 @@ a progress bar, and the rows of its closing summary. The training itself lives i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from ..errors import UsageError
 from ..progress import progress_bar
-from ..train.loop import Trainer, TrainRequest, load_request
+
+if TYPE_CHECKING:  # the trainer and torch load once the command line has been checked
+    from ..train.loop import TrainRequest
 
 
 def train_request(resume: Path | None, options: dict[str, Any]) -> TrainRequest:
     """``options`` are TrainRequest's fields as the command line gives them (``domains`` comma-separated,
     ``pretrained`` 'none' for random weights). With ``resume``, the run's own request, where and how fast it runs
     taken from ``options``."""
+    if resume is None and not (options.get("domains") and options.get("data") and options.get("out")):
+        raise UsageError("--domains, --data and --out are required (or --resume RUN)")
+    from ..train.loop import TrainRequest, load_request
+
     if resume is not None:
         request = load_request(resume)
         if options.get("threads"):
             request.threads = options["threads"]
         request.device, request.workers = options["device"], options["workers"]  # where it runs, not what it computes
         return request
-    if not (options.get("domains") and options.get("data") and options.get("out")):
-        raise UsageError("--domains, --data and --out are required (or --resume RUN)")
     fields = dict(options)
     fields.update(
         domains=[d.strip() for d in fields["domains"].split(",") if d.strip()],
@@ -55,6 +59,8 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 def run_train(request: TrainRequest, console: Console) -> tuple[dict[str, Any], dict[str, str] | None]:
     """Train; returns the summary and, on the main process only, the rows of the closing table."""
+    from ..train.loop import Trainer
+
     trainer = Trainer(request, console)
     with progress_bar(console, "steps", disable=not trainer.dist.main) as progress:
         summary = trainer.fit(progress)

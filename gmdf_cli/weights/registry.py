@@ -61,7 +61,8 @@ ENTRY_TEXT = ("config", "description", "repo_id", "filename", "revision")
 
 def _entry(name: Any, spec: Any, where: str) -> ZooEntry:
     """One ``$GMDF_ZOO`` entry, checked: a Hub file with a pinned sha256 (a zoo entry never names a local file, so
-    it can never pass for the shipped detector), every field text of sane length."""
+    it can never pass for the shipped detector), a repository and file name huggingface_hub accepts, every field
+    text of sane length. Refused as weights errors (exit 1), as an unreadable zoo file is."""
     if not isinstance(name, str) or not 0 < len(name) <= 100:
         raise WeightsError(f"{where}: entry names must be text of 1-100 characters")
     if name in ZOO:
@@ -77,7 +78,29 @@ def _entry(name: Any, spec: Any, where: str) -> ZooEntry:
     for key in ENTRY_TEXT:
         if key in spec and (not isinstance(spec[key], str) or len(spec[key]) > 500):
             raise WeightsError(f"{where}: entry {name!r}: {key} must be text")
+    problem = hub_problem(spec["repo_id"], spec.get("filename", DEFAULT_HUB_FILENAME))
+    if problem:
+        raise WeightsError(f"{where}: entry {name!r}: {problem}")
     return ZooEntry(name=name, **{"description": "", **spec, "sha256": sha.lower()})
+
+
+def hub_problem(repo_id: str, filename: str) -> str | None:
+    """Why ``repo_id`` and ``filename`` cannot name a Hub file (huggingface_hub's own repo-id rules; a file path
+    inside the repository, never outside it), or None when they can."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return (
+            f"bad Hub repository {repo_id!r}: expected org/repo, letters, digits, '-', '_' and '.' "
+            "(not first or last), at most 96 characters"
+        )
+    parts = filename.split("/")
+    if filename.startswith("/") or "\\" in filename or not all(parts) or ".." in parts or "." in parts:
+        return f"bad file name {filename!r} inside a Hub repository: a relative path without '..', '.' or '\\'"
+    return None
 
 
 def zoo() -> dict[str, ZooEntry]:
@@ -155,7 +178,11 @@ def resolve_weights(spec: str, download: bool = True) -> ResolvedWeights:
     if local.is_file():
         return ResolvedWeights(local, local.name, sha256_file(local), "local")
     if spec.startswith("hf-hub:"):
-        path = _hub_download(*_hub_reference(spec, WeightsError))
+        repo_id, filename, revision = _hub_reference(spec, WeightsError)
+        problem = hub_problem(repo_id, filename)
+        if problem:
+            raise WeightsError(f"{spec}: {problem}")
+        path = _hub_download(repo_id, filename, revision)
         return ResolvedWeights(path, spec, sha256_file(path), "hub")
     entries = zoo()
     if spec in entries:
@@ -183,7 +210,9 @@ def _hub_reference(spec: str, error: type[Exception]) -> tuple[str, str, str]:
         raise error(f"bad Hub reference {spec!r}; expected hf-hub:org/repo[/file.safetensors]")
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or DEFAULT_HUB_FILENAME
     revision = "main"
-    if "@" in filename:
+    if len(parts) == 2 and "@" in repo_id:  # hf-hub:org/repo@revision
+        repo_id, revision = repo_id.split("@", 1)
+    elif "@" in filename:
         filename, revision = filename.split("@", 1)
     return repo_id, filename, revision
 
@@ -210,12 +239,19 @@ def cached_path(entry: ZooEntry) -> Path | None:
 
 def check_spec(spec: str) -> None:
     """Fail early, without torch and without any download, on a ``--weights`` value that cannot work: a file path
-    that does not exist, a malformed Hub reference, a name the zoo does not know. ``resolve_weights`` says the same
-    things, later, as weights errors."""
+    that does not exist (or is a folder), a Hub reference that huggingface_hub would refuse, a name the zoo does not
+    know; the zoo file's entries are checked on the way. ``resolve_weights`` says the same things, later, as weights
+    errors."""
     entries = zoo()
-    if Path(spec).expanduser().is_file() or spec in entries:
+    local = Path(spec).expanduser()
+    if local.is_file() or spec in entries:
         return
+    if local.is_dir():
+        raise UsageError(f"--weights {spec}: a folder, not a .safetensors file")
     if spec.startswith("hf-hub:"):
-        _hub_reference(spec, UsageError)
+        repo_id, filename, _ = _hub_reference(spec, UsageError)
+        problem = hub_problem(repo_id, filename)
+        if problem:
+            raise UsageError(f"--weights {spec}: {problem}")
         return
     raise UsageError(_unknown(spec, entries))
