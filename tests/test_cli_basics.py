@@ -58,6 +58,6 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     broken_zoo = tmp_path / "zoo.json"
     broken_zoo.write_text("{not json")
     out = invoke_gmdf("weights", "list", env={"GMDF_ZOO": str(broken_zoo)})
-    assert out.returncode == 1 and "cannot read the zoo file" in out.stderr
+    assert out.returncode == 2 and "cannot read the zoo file" in out.stderr
     out = invoke_gmdf("info", "--model", "nonexistent")
     assert out.returncode == 2 and "Traceback" not in out.stderr

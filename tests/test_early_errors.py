@@ -106,15 +106,15 @@ def test_weights_references_are_checked_before_torch(weights: str, words: list[s
 
 
 def test_a_zoo_entry_outside_its_repository_is_one_line_before_torch(tmp_path: Path) -> None:
-    """Zoo-file problems are weights errors (exit 1, as for every other bad entry); the point is when and how."""
+    """Zoo-file problems are usage errors (exit 2: the user wrote the file), said before torch loads."""
     zoo = tmp_path / "zoo.json"
     entry = {"repo_id": "lab/m", "filename": "../../x.safetensors", "sha256": "ab" * 32, "config": "vit-b-16"}
     zoo.write_text(json.dumps({"lab": entry}))
     done = run_gmdf("scan", str(ASTRONAUT), "--weights", "lab", env={"GMDF_ZOO": str(zoo)})
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "bad file name '../../x.safetensors'" in done.stderr
     listed = invoke_gmdf("weights", "download", "lab", env={"GMDF_ZOO": str(zoo)})
-    assert listed.returncode == 1 and "bad file name" in listed.stderr and "Traceback" not in listed.stderr
+    assert listed.returncode == 2 and "bad file name" in listed.stderr and "Traceback" not in listed.stderr
 
 
 def test_robustness_on_a_folder_without_real_and_fake_loads_and_writes_nothing(tmp_path: Path) -> None:

@@ -245,7 +245,7 @@ def test_a_zoo_entry_naming_a_local_file_is_one_clear_error(tmp_path: Path) -> N
     spec = {"config": "cnn-small", "sha256": "", "description": "", "local": "not-there.safetensors"}
     zoo.write_text(json.dumps({"gone": spec}))
     out = invoke_gmdf("scan", str(ASTRONAUT), "--weights", "gone", env={"GMDF_ZOO": str(zoo)})
-    assert out.returncode == 1 and "needs repo_id" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "needs repo_id" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_sampling_rules() -> None:

@@ -62,25 +62,25 @@ ENTRY_TEXT = ("config", "description", "repo_id", "filename", "revision")
 def _entry(name: Any, spec: Any, where: str) -> ZooEntry:
     """One ``$GMDF_ZOO`` entry, checked: a Hub file with a pinned sha256 (a zoo entry never names a local file, so
     it can never pass for the shipped detector), a repository and file name huggingface_hub accepts, every field
-    text of sane length. Refused as weights errors (exit 1), as an unreadable zoo file is."""
+    text of sane length. Refused as usage errors (exit 2), as an unreadable zoo file is: the user wrote it."""
     if not isinstance(name, str) or not 0 < len(name) <= 100:
-        raise WeightsError(f"{where}: entry names must be text of 1-100 characters")
+        raise UsageError(f"{where}: entry names must be text of 1-100 characters")
     if name in ZOO:
-        raise WeightsError(f"{where}: {name!r} is a built-in entry and cannot be redefined; choose another name")
+        raise UsageError(f"{where}: {name!r} is a built-in entry and cannot be redefined; choose another name")
     if not isinstance(spec, dict):
-        raise WeightsError(f"{where}: entry {name!r} must be an object")
+        raise UsageError(f"{where}: entry {name!r} must be an object")
     unknown = set(spec) - {"sha256", *ENTRY_TEXT}
     if unknown or not {"config", "repo_id", "sha256"} <= set(spec):
-        raise WeightsError(f"{where}: entry {name!r} needs repo_id, config and sha256 (and may have {ENTRY_TEXT})")
+        raise UsageError(f"{where}: entry {name!r} needs repo_id, config and sha256 (and may have {ENTRY_TEXT})")
     sha = spec["sha256"]
     if not isinstance(sha, str) or not SHA256.match(sha.lower()):
-        raise WeightsError(f"{where}: entry {name!r} needs the sha256 of its file (64 hex digits): it is verified")
+        raise UsageError(f"{where}: entry {name!r} needs the sha256 of its file (64 hex digits): it is verified")
     for key in ENTRY_TEXT:
         if key in spec and (not isinstance(spec[key], str) or len(spec[key]) > 500):
-            raise WeightsError(f"{where}: entry {name!r}: {key} must be text")
+            raise UsageError(f"{where}: entry {name!r}: {key} must be text")
     problem = hub_problem(spec["repo_id"], spec.get("filename", DEFAULT_HUB_FILENAME))
     if problem:
-        raise WeightsError(f"{where}: entry {name!r}: {problem}")
+        raise UsageError(f"{where}: entry {name!r}: {problem}")
     return ZooEntry(name=name, **{"description": "", **spec, "sha256": sha.lower()})
 
 
@@ -112,9 +112,9 @@ def zoo() -> dict[str, ZooEntry]:
         try:
             raw = json.loads(Path(extra).read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as exc:
-            raise WeightsError(f"cannot read {where}: {str(exc)[:200]}") from None
+            raise UsageError(f"cannot read {where}: {str(exc)[:200]}") from None
         if not isinstance(raw, dict):
-            raise WeightsError(f"{where} must hold one JSON object of entries")
+            raise UsageError(f"{where} must hold one JSON object of entries")
         for name, spec in raw.items():
             entries[name] = _entry(name, spec, where)
     return entries
