@@ -84,6 +84,8 @@ def test_device_cuda_without_a_gpu_is_one_clear_line_and_exit_2(command: str, tm
         "synth": ["synth", "--root", str(tmp_path), "--out", str(tmp_path / "s")],
         "train": ["train", "--domains", "a,b", "--data", str(tmp_path), "--out", str(tmp_path / "r")],
     }[command]
+    for label in ("real", "fake"):  # robustness checks its DATA layout first, before torch loads
+        (tmp_path / label).mkdir()
     start = time.perf_counter()
     out = cli(*args, "--device", "cuda")
     assert out.exit_code == 2, out.stderr
