@@ -23,7 +23,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..api import Detector
-from ..data.faces import DetectorOptions
+from ..data.faces import DetectorOptions, face_box_in_crop
 from ..data.media import MediaItem, Sampling, discover
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError, interrupt_exit_code
 from ..fileio import append_line, sha256_file, write_text_atomic
@@ -173,7 +173,10 @@ def faces_for(model: Any, result: FileResult, faces: int, heatmaps: bool) -> lis
     from ..analysis.heatmaps import cam_note, gradcam_maps, overlay
 
     maps = gradcam_maps(model, [s.crop for s in chosen])  # Grad-CAM wants fp32 (see cam_model)
-    return [FaceImages(s, overlay(s.display, m), cam_note(m)) for s, m in zip(chosen, maps, strict=True)]
+    return [
+        FaceImages(s, overlay(s.display, m), cam_note(m, face_box_in_crop(s.box, m.shape[1])))
+        for s, m in zip(chosen, maps, strict=True)
+    ]
 
 
 def cam_model(request: ScanRequest, detector: Detector) -> Any:
@@ -538,6 +541,7 @@ def _run(
         if code is None:
             raise
         report.interrupted = True
+        report.unfinished = [str(item.path) for index, item in items if index not in outputs.files] if keep else []
         exit_code = code
         console.print("[yellow]interrupted: writing the results of the files already finished[/]")
     finally:
