@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -180,6 +182,199 @@ def test_report_opens_in_chromium_with_every_image_loaded(banded: tuple[Path, fl
         capture_output=True,
     )
     assert shot.is_file() and shot.stat().st_size > 50_000
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium, as the tests run it."""
+    assert CHROMIUM is not None
+    chrome = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    return subprocess.run([*chrome, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def readme_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's first command with --heatmaps, run from the repository as a reader would: the shipped default
+    detector on examples/astronaut.mp4 and examples/astronaut.png. Returns the report folder."""
+    out_dir = tmp_path_factory.mktemp("readme") / "scan-report"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)
+        args = ["scan", "examples/astronaut.mp4", "examples/astronaut.png", "--out", str(out_dir), "--heatmaps"]
+        done = invoke_gmdf(*args, *DET)
+    assert done.returncode == 0, done.stderr
+    return out_dir
+
+
+SCREENSHOT = ROOT / "docs" / "report.png"
+"""The README's picture of the report: refreshed by the test below with GMDF_UPDATE_SCREENSHOT=1."""
+
+
+def _few_colours(image: Any, colors: int = 256, exact: int = 64) -> Any:
+    """A Pillow image in at most ``colors`` colours: its ``exact`` commonest kept as they are (the page, its text and
+    borders), the others from a median cut over the rest's distinct colours (photos, heatmaps, the colour scale),
+    every pixel mapped to its nearest. Pillow's own quantizers shift the page's white or drop the thin red lines."""
+    from PIL import Image
+
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    values, inverse, counts = np.unique(pixels, axis=0, return_inverse=True, return_counts=True)
+    common = np.argsort(-counts)[:exact]
+    rest = np.setdiff1d(np.arange(len(values)), common)
+    sample = Image.fromarray(np.repeat(values[rest], np.minimum(counts[rest], 3), axis=0)[None].astype(np.uint8))
+    cut = sample.quantize(colors - exact, method=Image.Quantize.MEDIANCUT).getpalette() or []
+    palette = np.concatenate([values[common], np.asarray(cut[: 3 * (colors - exact)]).reshape(-1, 3)]).astype(int)
+    nearest = np.concatenate(
+        [((values[i : i + 4096, None, :] - palette[None]) ** 2).sum(2).argmin(1) for i in range(0, len(values), 4096)]
+    )
+    out = Image.fromarray(nearest[inverse.reshape(-1)].reshape(image.height, image.width).astype(np.uint8), "P")
+    out.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
+    return out
+
+
+def _save_for_docs(shot: Path, target: Path, limit: int = 400_000) -> None:
+    """The screenshot as the README shows it: the same size, in 256 colours, so that it stays under ``limit``."""
+    from PIL import Image
+
+    with Image.open(shot) as image:
+        _few_colours(image).save(target, optimize=True)
+    assert target.stat().st_size < limit, target.stat().st_size
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package chromium)")
+def test_results_come_first_and_how_it_ran_last_and_folded(readme_report: Path, tmp_path: Path) -> None:
+    """The README's command, as Chromium lays the page out: the summary, then each file's section, then "How it
+    ran", folded. A screenshot of the top of the page is kept (GMDF_UPDATE_SCREENSHOT=1: as docs/report.png)."""
+    page = (readme_report / "report.html").as_uri()
+    dom = _chromium("--virtual-time-budget=5000", "--dump-dom", page).stdout
+    order = [dom.find(mark) for mark in ('id="summary"', 'id="f0"', 'id="f1"', 'id="how-it-ran"')]
+    assert -1 not in order and order == sorted(order), order
+    folded = dom[order[-1] :].split(">", 1)[0]
+    assert folded.startswith('id="how-it-ran"') and "open" not in folded  # <details id="how-it-ran" ...>, closed
+    assert "<section" not in dom[order[-1] :]  # nothing of a file's after it
+    shot = tmp_path / "report.png"
+    _chromium("--window-size=1100,1800", f"--screenshot={shot}", page)
+    assert shot.is_file() and shot.stat().st_size > 50_000
+    if os.environ.get("GMDF_UPDATE_SCREENSHOT") == "1":
+        _save_for_docs(shot, SCREENSHOT)
+
+
+def test_the_off_face_note_fires_on_the_astronaut_photo(readme_report: Path) -> None:
+    """The shipped default's Grad-CAM on examples/astronaut.png puts its hottest spot low on the left, off the face:
+    the photo's section says so under the overlay."""
+    page = (readme_report / "report.html").read_text()
+    photo = page.split('<section id="f1">', 1)[1].split("</section>", 1)[0]
+    assert "astronaut.png" in photo and 'alt="Grad-CAM 1"' in photo
+    assert re.search(r"only \d+% of the heat lies on the face", photo), photo[-600:]
+
+
+def _spot(size: int, centre: tuple[int, int], sigma: float) -> np.ndarray:
+    """A Gaussian bump of peak 1 at ``centre`` (row, column) on a ``size`` x ``size`` map."""
+    rows, cols = np.mgrid[0:size, 0:size]
+    return np.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
+def test_the_off_face_note_fires_when_the_heat_lies_mostly_outside_the_face_box() -> None:
+    """The face box is the detector's, inside its crop (narrower than the crop's square middle): a hot spot on the
+    face gets no note; one beside the face (still inside the crop's middle square) gets it, and so does one in a
+    corner over a faint glow on the face that holds most of the map's plain mass (as on the astronaut photo); an
+    empty map gets its own note."""
+    from gmdf_cli.analysis.heatmaps import cam_note
+    from gmdf_cli.data.faces import face_box_in_crop
+
+    size = 224
+    box = face_box_in_crop((178, 56, 270, 176), size)  # the astronaut photo's face: 92 x 120 px
+    glow = 0.4 * _spot(size, (112, 112), 60)
+    assert cam_note(np.maximum(glow, _spot(size, (112, 112), 12)), box) is None
+    beside = np.maximum(glow, _spot(size, (112, 40), 12))  # left of the face box, inside the crop's middle 1/1.3
+    corner = np.maximum(glow, _spot(size, (200, 10), 12))
+    x1, y1, x2, y2 = (round(v) for v in box)
+    assert corner[y1:y2, x1:x2].sum() / corner.sum() > 0.5  # most of the plain mass is on the face
+    for cam in (beside, corner):
+        note = cam_note(cam, box)
+        assert note is not None and "of the heat lies on the face" in note
+    assert "empty map" in (cam_note(np.zeros((size, size), np.float32), box) or "")
+
+
+def test_the_face_box_in_a_crop_is_where_crop_face_puts_it() -> None:
+    """A white box drawn on a frame is found, after ``crop_face``, where ``face_box_in_crop`` says (to a pixel)."""
+    import cv2
+
+    from gmdf_cli.data.faces import crop_face, face_box_in_crop
+
+    frame = np.zeros((400, 500, 3), np.uint8)
+    box = (150.0, 80.0, 230.0, 190.0)  # 80 x 110, narrower than tall as detector boxes are
+    cv2.rectangle(frame, (150, 80), (229, 189), (255, 255, 255), thickness=-1)
+    crop = crop_face(frame, box, 224)
+    rows, cols = np.nonzero(crop[:, :, 0] > 127)
+    found = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    assert np.allclose(found, face_box_in_crop(box, 224), atol=1.5), (found, face_box_in_crop(box, 224))
+
+
+def test_the_timeline_draws_its_first_and_last_points_whole() -> None:
+    """Every marker of the timeline, at the first and last frames and at scores 0 and 1 too, lies inside the axes."""
+    from gmdf_cli.report.render import timeline_figure
+    from gmdf_cli.report.results import FaceResult, FileResult, FrameResult
+
+    scores = [0.0, 0.4, 1.0, 0.2, 0.95]
+    frames = [FrameResult(i, i / 4, [FaceResult([0, 0, 9, 9], 0, s)], s) for i, s in enumerate(scores)]
+    frames.append(FrameResult(5, 5 / 4))  # a last frame without a face: its mark at 0
+    result = FileResult(Path("clip.mp4"), kind="video", verdict="real", score=0.5, frames=frames)
+    fig = timeline_figure(result)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    box = ax.get_window_extent()
+    drawn = [line for line in ax.get_lines() if line.get_marker() not in (None, "None", "")]
+    assert len(drawn) == 2
+    for line in drawn:
+        radius = line.get_markersize() / 2 * fig.dpi / 72
+        for x, y in ax.transData.transform(line.get_xydata()):
+            assert box.x0 <= x - radius and x + radius <= box.x1 and box.y0 <= y - radius and y + radius <= box.y1
+
+
+def _report_of(files: list, parameters: dict, detector_sha: str = "d" * 64) -> str:
+    """The HTML of a report holding ``files``, rendered by the real renderer."""
+    from gmdf_cli.report.render import html_report
+    from gmdf_cli.report.results import DetectorInfo, ModelInfo, ScanReport
+
+    model = ModelInfo("tiny", "a" * 64, "file", "p", "vit-tiny", ["x"])
+    detector = DetectorInfo("mtcnn", "facenet-pytorch", detector_sha, 480, "cpu")
+    report = ScanReport("0.2.0", "now", model, detector, parameters, {"python": "3.11"}, files=files)
+    return html_report(report, {})
+
+
+def test_each_verdict_says_what_it_means_and_what_to_check_next() -> None:
+    """Every file's section carries its verdict's two sentences, taken from the one table of them."""
+    import html
+
+    from gmdf_cli.report.render import VERDICT_MEANINGS
+    from gmdf_cli.report.results import FileResult
+
+    verdicts = ["fake", "real", "uncertain", "no-face", "error"]
+    files = [FileResult(Path(f"{v}.png"), verdict=v, kind="image", score=0.5) for v in verdicts]
+    page = _report_of(files, {})
+    assert set(VERDICT_MEANINGS) == set(verdicts)
+    for i, verdict in enumerate(verdicts):
+        section = html.unescape(page.split(f'<section id="f{i}">', 1)[1].split("</section>", 1)[0])
+        means, after = VERDICT_MEANINGS[verdict]
+        assert means in section and after in section, verdict
+        others = [VERDICT_MEANINGS[v][0] for v in verdicts if v != verdict]
+        assert not any(text in section for text in others), verdict
+
+
+def test_how_it_ran_reads_as_text_for_people() -> None:
+    """Yes/no for booleans, lists joined with commas, floats to 4 significant digits, shortened hashes with the
+    full value in the title: no Python list, bool, None or long float in the table."""
+    params = {"paths": ["a.png", "b.mp4"], "heatmaps": True, "parquet": False, "threshold": 0.8587602376937867}
+    params.update(csv=None, batch_size=16)
+    mtcnn = "0123456789abcdef+fedcba9876543210+00112233445566aa"
+    page = _report_of([], params, detector_sha=mtcnn)
+    how = page.split('id="how-it-ran"', 1)[1]
+    cells = dict(re.findall(r"<tr><th>(\w+)</th><td>([^<]*)</td></tr>", how))
+    assert cells["paths"] == "a.png, b.mp4" and cells["heatmaps"] == "yes" and cells["parquet"] == "no"
+    assert cells["threshold"] == "0.8588" and cells["csv"] == "-" and cells["batch_size"] == "16"
+    for raw in ("[&#39;", "True", "False", "None", "0.85876"):
+        assert raw not in how, raw
+    for part in mtcnn.split("+"):
+        assert f'title="{part}">{part[:12]}\u2026</code>' in how
+    assert f'title="{"a" * 64}">{"a" * 12}\u2026</code>' in how
 
 
 # -- the terminal --------------------------------------------------------------------------------------------------

@@ -393,6 +393,38 @@ def test_an_interrupt_wrapped_in_an_import_error_is_still_an_interrupt(weights: 
     assert json.loads((out_dir / "report.json").read_text())["interrupted"] is True
 
 
+_INTERRUPTED_HEATMAPS = _INTERRUPTED_IMPORT.replace('"matplotlib.ft2font"', '"pytorch_grad_cam"')
+"""Ctrl-C as the first file scanned this run draws its heatmaps (Grad-CAM is imported then, and only then)."""
+
+
+def test_an_interrupted_report_names_the_files_not_finished(weights: Path, tmp_path: Path) -> None:
+    """A scan finishes one photo; a rerun into the same --out takes it over and is interrupted on the next file: its
+    report.json lists that file (and the one after it) as unfinished, and the HTML banner names them, as text."""
+    import subprocess
+    import sys
+
+    out_dir, photo = tmp_path / "out", tmp_path / "done.png"
+    photo.write_bytes(ASTRONAUT.read_bytes())
+    later = [tmp_path / "second <b>face.png", tmp_path / "third.png"]
+    for path in later:
+        path.write_bytes(ASTRONAUT.read_bytes())
+    first = invoke_gmdf("scan", str(photo), "--weights", str(weights), "--out", str(out_dir), *detector_args())
+    assert first.returncode == 0, first.stderr
+    args = ["scan", str(photo), *map(str, later), "--weights", str(weights), "--out", str(out_dir), "--heatmaps"]
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_HEATMAPS, *args, *detector_args()], capture_output=True, text=True
+    )
+    assert done.returncode == 130 and "resuming: 1 of 3" in done.stderr, done.stderr
+    report = json.loads((out_dir / "report.json").read_text())
+    assert_schema("ScanReport", report)
+    assert report["interrupted"] is True and [f["path"] for f in report["files"]] == [str(photo)]
+    assert report["unfinished"] == [str(p) for p in later]
+    banner = (out_dir / "report.html").read_text().split('id="interrupted"', 1)[1].split("</div>", 1)[0]
+    assert "2 file(s) not finished" in banner
+    assert "<li>" + str(later[0]).replace("<", "&lt;").replace(">", "&gt;") + "</li>" in banner
+    assert f"<li>{later[1]}</li>" in banner and str(photo) not in banner
+
+
 def test_offline_without_retinaface_weights_falls_back_to_the_shipped_detector(weights: Path, tmp_path: Path) -> None:
     from gmdf_cli.data.faces import RETINAFACE_FILES, facexlib_weights_dir
 

@@ -9,7 +9,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from ..data.faces import CROP_SCALE, InputFormat, to_model_input
+from ..data.faces import InputFormat, to_model_input
 from ..model import GMDF
 
 FAKE = 1
@@ -43,16 +43,34 @@ def overlay(crop: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(show_cam_on_image(rgb, cam, use_rgb=True, image_weight=0.55), cv2.COLOR_RGB2BGR)
 
 
-def cam_note(cam: np.ndarray, crop_scale: float = CROP_SCALE) -> str | None:
+HEAT_LEVEL = 0.5
+"""A map's heat is its mass where it reaches at least this share of its peak: what the overlay shows warm (the
+faint floor a Grad-CAM map keeps everywhere says nothing of where the model looked)."""
+
+
+def heat_on_face(cam: np.ndarray, face_box: tuple[float, float, float, float]) -> float:
+    """Share of a Grad-CAM map's heat (s, s) that lies inside the face box (x1, y1, x2, y2 in the map's pixels, as
+    ``face_box_in_crop`` gives it); a pixel is inside when its centre is. 1.0 for an empty map."""
+    heat = np.where(cam >= HEAT_LEVEL * float(cam.max()), cam, 0.0)
+    total = float(heat.sum())
+    if total <= 0:
+        return 1.0
+    x1, y1, x2, y2 = face_box
+    rows, cols = np.arange(cam.shape[0]) + 0.5, np.arange(cam.shape[1]) + 0.5
+    inside = ((rows >= y1) & (rows < y2))[:, None] & ((cols >= x1) & (cols < x2))[None, :]
+    return float(heat[inside].sum()) / total
+
+
+def cam_note(cam: np.ndarray, face_box: tuple[float, float, float, float]) -> str | None:
     """What a reader should know about one Grad-CAM map (s, s) in [0, 1] over a face crop: that it is empty (no
-    evidence toward fake), or that most of its weight falls outside the face (the crop is ``crop_scale`` times the
-    face box, centred, so the face is its middle 1 / crop_scale)."""
-    total = float(cam.sum())
-    if total <= 1e-6 * cam.size:
+    evidence toward fake), or that most of its heat lies outside the face box (x1, y1, x2, y2 in the map's pixels:
+    the detector's box, narrower than the square crop around it)."""
+    if float(cam.sum()) <= 1e-6 * cam.size:
         return "empty map: Grad-CAM found nothing that raises the fake score on this face"
-    h, w = cam.shape
-    mh, mw = round(h * (1 - 1 / crop_scale) / 2), round(w * (1 - 1 / crop_scale) / 2)
-    inside = float(cam[mh : h - mh, mw : w - mw].sum()) / total
+    inside = heat_on_face(cam, face_box)
     if inside < 0.5:
-        return f"only {inside:.0%} of the attention lies on the face: the score leans on the background"
+        return (
+            f"only {inside:.0%} of the heat lies on the face (the detector's box): the score may lean on what is "
+            "around it (background, hair, clothes)"
+        )
     return None

@@ -248,6 +248,18 @@ def crop_face(frame: np.ndarray, box: tuple[float, float, float, float], size: i
     return cv2.resize(region, (size, size), interpolation=interp)
 
 
+def face_box_in_crop(
+    box: tuple[float, float, float, float] | list[float], size: int, scale: float = CROP_SCALE
+) -> tuple[float, float, float, float]:
+    """Where a face's box (x1, y1, x2, y2 in frame pixels) lies inside the crop ``crop_face`` cuts around it (centred,
+    its side ``scale`` times the box's longer side), in the pixels of that crop resized to ``size`` x ``size``."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1, 1e-6) * scale
+    half_w, half_h = (x2 - x1) / side * size / 2, (y2 - y1) / side * size / 2
+    centre = size / 2
+    return (centre - half_w, centre - half_h, centre + half_w, centre + half_h)
+
+
 def canonical_face(crop: np.ndarray, size: int, face_px: int = 0, jpeg: int = 0) -> np.ndarray:
     """A face crop as the model sees it, the same in training and in scanning: shrunk to at most ``face_px`` pixels
     across (0: not shrunk), re-encoded as JPEG at quality ``jpeg`` (0: not), then resized to the model's ``size``.

@@ -173,9 +173,13 @@ def faces_for(model: Any, result: FileResult, faces: int, heatmaps: bool) -> lis
     if not heatmaps or not chosen:
         return [FaceImages(s) for s in chosen]
     from ..analysis.heatmaps import cam_note, gradcam_maps, overlay
+    from ..data.faces import face_box_in_crop
 
     maps = gradcam_maps(model, [s.crop for s in chosen])  # Grad-CAM wants fp32 (see cam_model)
-    return [FaceImages(s, overlay(s.display, m), cam_note(m)) for s, m in zip(chosen, maps, strict=True)]
+    return [
+        FaceImages(s, overlay(s.display, m), cam_note(m, face_box_in_crop(s.box, m.shape[1])))
+        for s, m in zip(chosen, maps, strict=True)
+    ]
 
 
 def cam_model(request: ScanRequest, detector: Detector) -> Any:
@@ -546,6 +550,7 @@ def _run(
         if code is None:
             raise
         report.interrupted = True
+        report.unfinished = [str(item.path) for index, item in items if index not in outputs.files] if keep else []
         exit_code = code
         console.print("[yellow]interrupted: writing the results of the files already finished[/]")
     finally:

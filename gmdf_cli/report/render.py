@@ -105,8 +105,15 @@ def prepare_plots() -> None:
     import matplotlib.pyplot
 
 
-def timeline_png(result: FileResult) -> bytes | None:
-    """Score over time (per track, and the frame score) with the threshold; None for single images."""
+def _padded(low: float, high: float, share: float = 0.03) -> tuple[float, float]:
+    """Axis limits a little wider than the data's, so that the markers at either end are drawn whole."""
+    span = high - low if high > low else 1.0
+    return low - share * span, high + share * span
+
+
+def timeline_figure(result: FileResult) -> Any:
+    """The score-over-time figure of a video (per track, and the frame score) with the threshold; None for single
+    images. Every point is drawn whole: the axes reach a little past the first and last frames and past 0 and 1."""
     if result.kind != "video" or len(result.frames) < 2:
         return None
     prepare_plots()
@@ -122,13 +129,23 @@ def timeline_png(result: FileResult) -> bytes | None:
     if no_face:
         ax.plot(no_face, [0.0] * len(no_face), "|", color="grey", ms=10, label="no face")
     ax.axhline(result.threshold, color="crimson", ls="--", lw=1, label=f"threshold {result.threshold:.2f}")
-    ax.set_xlim(min(times), max(times) if max(times) > min(times) else min(times) + 1)
-    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlim(*_padded(min(times), max(times)))
+    ax.set_ylim(*_padded(0.0, 1.0, 0.05))
     ax.set_xlabel("time (s)")
     ax.set_ylabel("P(fake)")
     ax.set_title(f"{result.path.name}: {result.verdict} (mean {result.score if result.score is not None else 0:.3f})")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=7, ncol=min(4, len(tracks) + 2))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=7)  # beside, over no point
+    return fig
+
+
+def timeline_png(result: FileResult) -> bytes | None:
+    """The timeline (``timeline_figure``) as PNG bytes; None for single images."""
+    fig = timeline_figure(result)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
     data = _png_bytes_from_figure(fig)
     plt.close(fig)
     return data
@@ -239,6 +256,35 @@ def _provenance_view(found: Provenance | None) -> dict[str, Any] | None:
     }
 
 
+VERDICT_MEANINGS: dict[str, tuple[str, str]] = {
+    "fake": (
+        "The file's score reached the detector's threshold.",
+        "Look at the faces and heatmaps below: is the most suspicious face really a face, and is the heat on it? "
+        "Treat this as a lead to check, never as proof.",
+    ),
+    "real": (
+        "The score stayed below the detector's uncertainty band (below its threshold where it has no band): the "
+        "detector found nothing.",
+        "A forgery from a generator it never saw can still pass; the model card lists what it was not trained on.",
+    ),
+    "uncertain": (
+        "The score lies inside the uncertainty band, where on validation data this detector is wrong too often to "
+        "call either way.",
+        "Do not decide on this score: check the file's provenance, scan more of a video's frames (--frames 64), or "
+        "use a detector trained on footage like this.",
+    ),
+    "no-face": (
+        "No face was found in any sampled frame, and gmdf only judges faces.",
+        "Scan every frame (--all) or detect at a larger size (--det-size).",
+    ),
+    "error": (
+        "The file could not be read; the reason is above.",
+        "Check that the file opens in a player or viewer; the other files were still scanned.",
+    ),
+}
+"""What each verdict means and what to check next: the one place the report takes these sentences from."""
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -272,6 +318,7 @@ def _file_view(f: FileResult, pics: FileImages) -> dict[str, Any]:
         "path": str(f.path),
         "sha256": f.sha256,
         "verdict": f.verdict,
+        "meaning": VERDICT_MEANINGS[f.verdict],
         "score": _fmt(f.score),
         "score_median": _fmt(f.score_median),
         "score_max": _fmt(f.score_max),
@@ -292,6 +339,39 @@ def _file_view(f: FileResult, pics: FileImages) -> dict[str, Any]:
     }
 
 
+HASH_SHOWN = 12
+"""Hex digits of a hash shown in "How it ran" (the full value is in the cell's title and in report.json)."""
+
+
+def _hash_view(digest: str | None) -> list[tuple[str, str]]:
+    """A hash for people: each part of it (MTCNN's is three, joined by ``+``) shortened, with the full part beside
+    it for a title attribute."""
+    if not digest:
+        return [("-", "")]
+    return [(part[:HASH_SHOWN] + "\u2026" if len(part) > HASH_SHOWN else part, part) for part in digest.split("+")]
+
+
+def readable(value: Any) -> str:
+    """A setting's value as people read it: yes/no, lists joined with commas, floats to 4 significant digits, ``-``
+    for none; never a Python repr."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(readable(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {readable(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _unfinished_view(unfinished: list[str], shown: int = 20) -> dict[str, Any]:
+    """The files an interrupted scan did not finish: the first ``shown`` in the banner, the others folded."""
+    return {"count": len(unfinished), "shown": unfinished[:shown], "more": unfinished[shown:]}
+
+
 def html_report(report: ScanReport, images: dict[int, FileImages], images_note: str | None = None) -> str:
     """A self-contained page (images inline), rendered from the typed report by the package's Jinja2 template with
     autoescaping: every path, name and text of the report is data, never markup. ``images``: by position in
@@ -308,7 +388,11 @@ def html_report(report: ScanReport, images: dict[int, FileImages], images_note: 
         started=report.started,
         finished=report.finished,
         interrupted=report.interrupted,
-        parameters=[(k, "-" if v is None else str(v)) for k, v in report.parameters.items()],
+        unfinished=_unfinished_view(report.unfinished),
+        parameters=[(k, readable(v)) for k, v in report.parameters.items()],
+        environment=readable(report.environment),
+        model_hash=_hash_view(report.model.sha256),
+        detector_hash=_hash_view(report.detector.sha256),
         files=[_file_view(f, images.get(i, FileImages())) for i, f in enumerate(files)],
         counts=_counts(files),
         band=next((f.band for f in files if f.band), None),

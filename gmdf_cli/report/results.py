@@ -201,6 +201,9 @@ class ScanReport:
     interrupted: bool = False
     files: list[FileResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)
+    """The inputs left without a result when the scan was interrupted (a rerun into the same ``--out`` scans them);
+    empty for a scan that ran to its end, and for scans too large to keep a report (over ``REPORT_MAX_FILES``)."""
 
 
 # -- eval ----------------------------------------------------------------------------------------------------------
