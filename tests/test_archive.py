@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from gmdf_cli.jobs import scan as scan_job
+from gmdf_cli.jobs.scan import outputs as scan_outputs
+from gmdf_cli.jobs.scan import run as scan_run
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import save_checkpoint
 
@@ -210,7 +211,7 @@ def test_files_from_a_list_and_stdin(archive: Path, weights: Path, tmp_path: Pat
 def test_archives_above_the_report_limit_keep_rows_only(
     archive: Path, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scan_job, "REPORT_MAX_FILES", 2)
+    monkeypatch.setattr(scan_run, "REPORT_MAX_FILES", 2)
     inputs = [str(archive / "astronaut photo.png"), str(archive / "no face.png"), str(archive / "astronaut.mp4")]
     out = tmp_path / "out"
     done = invoke_gmdf(*_scan_args(inputs, out, weights))
@@ -248,7 +249,7 @@ def test_a_rerun_reads_again_only_files_whose_size_or_time_changed(weights: Path
 def test_the_report_shows_images_of_the_most_suspicious_files_only(
     archive: Path, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scan_job, "HTML_IMAGES_MAX", 1)
+    monkeypatch.setattr(scan_outputs, "HTML_IMAGES_MAX", 1)
     inputs = [str(archive / "astronaut photo.png"), str(archive / "astronaut.mp4")]
     out = tmp_path / "out"
     assert invoke_gmdf(*_scan_args(inputs, out, weights)).returncode == 0

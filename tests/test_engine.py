@@ -98,7 +98,7 @@ def test_robustness_clean_level_is_the_plain_scan(tiny_weights: Path, tmp_path: 
 
 
 def test_no_job_or_command_function_is_longer_than_sixty_lines() -> None:
-    files = [*sorted((ROOT / "gmdf_cli" / "jobs").glob("*.py")), ROOT / "gmdf_cli" / "cli.py"]
+    files = [*sorted((ROOT / "gmdf_cli" / "jobs").rglob("*.py")), ROOT / "gmdf_cli" / "cli.py"]
     long = [
         f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
         for path in files

@@ -13,6 +13,7 @@ import ctypes
 import dataclasses
 import math
 import multiprocessing as mp
+import os
 import pickle
 import queue
 import signal
@@ -28,16 +29,22 @@ from typing import Any
 
 from rich.console import Console
 
-from ..data.media import MediaItem
-from ..engine.pipeline import one_line
-from ..errors import EXIT_USAGE, GMDFError, UsageError
-from ..report.render import plain
-from ..report.results import FileResult
-from .scan import Done, Indexed, RunInfo, ScanRequest, cam_model, faces_for, open_detector, worker_threads
+from ...data.media import MediaItem
+from ...engine.pipeline import one_line
+from ...errors import EXIT_USAGE, GMDFError, UsageError
+from ...report.render import plain
+from ...report.results import FileResult
+from .request import RunInfo, ScanRequest, open_detector
+from .scanner import Done, Indexed, cam_model, faces_for
 
 CHUNK_MAX = 8
 """Files handed to a worker at a time, at most (fewer near the end, so that workers finish together)."""
 POLL_SECONDS = 0.5
+
+
+def worker_threads(request: ScanRequest) -> int:
+    """CPU threads for each worker's model: ``--threads``, else the cores shared out between the workers."""
+    return request.threads or max(1, (os.cpu_count() or 1) // max(1, request.workers))
 
 
 def _die_with_parent() -> None:
@@ -158,8 +165,8 @@ class PoolScanner:
     def _give(self, worker: _Worker, chunks: deque[list[Indexed]]) -> None:
         if chunks:
             chunk = chunks.popleft()
-            worker.chunk = dict(chunk)
-            worker.inbox.put([(index, str(item.path), item.kind) for index, item in chunk])
+            worker.chunk = {i.index: i.item for i in chunk}
+            worker.inbox.put([(i.index, str(i.item.path), i.item.kind) for i in chunk])
 
     def results(
         self, items: list[Indexed], on_file: Callable[[FileResult], None], on_frame: Callable[[], None]
@@ -182,7 +189,7 @@ class PoolScanner:
                 elif message[0] == "done":
                     _, index, result, faces = message
                     worker.chunk.pop(index, None)
-                    yield index, result, faces
+                    yield Done(index, result, faces)
                     if not worker.chunk:
                         self._give(worker, chunks)
 
@@ -191,7 +198,7 @@ class PoolScanner:
         why = worker.crash or f"exit code {worker.process.exitcode}"
         reason = f"the worker process scanning it stopped ({why}); rerun to retry"
         for index, item in worker.chunk.items():
-            yield index, FileResult(item.path, kind=item.kind, error=reason, threshold=self.info.threshold), []
+            yield Done(index, FileResult(item.path, kind=item.kind, error=reason, threshold=self.info.threshold))
         worker.chunk = {}
         if self.restarts <= 0:
             raise GMDFError("scan workers keep stopping; rerun with the same --out to finish the rest")

@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from ..data.media import MediaItem
-from ..engine.pipeline import DetectedFile, Engine, EngineOptions, one_line
-from ..errors import GMDFError, UsageError
-from ..report.results import FileResult
-from ..report.schema import dumps, from_jsonable
-from .scan import Done, Indexed, RunInfo, ScanRequest, open_detector
+from ...data.media import MediaItem
+from ...engine.pipeline import DetectedFile, Engine, EngineOptions, one_line
+from ...errors import GMDFError, UsageError
+from ...report.results import FileResult
+from ...report.schema import dumps, from_jsonable
+from .request import RunInfo, ScanRequest, open_detector
+from .scanner import Done, Indexed
 
 DECODE_MEMORY = 2**30
 """Memory a decoding task reserves (frames, RetinaFace, crops): it also keeps Ray from fusing the decoding tasks
@@ -48,7 +49,7 @@ def _engine_options(request: ScanRequest, info: RunInfo) -> EngineOptions:
 
 def detect_row(row: dict[str, Any], request: ScanRequest, info: RunInfo) -> dict[str, Any]:
     """Stage one (a Ray task): one file -> its unscored result (JSON) and its face crops (raw uint8 bytes)."""
-    from ..data.faces import open_face_detector
+    from ...data.faces import open_face_detector
 
     key = repr((request, info))
     if key not in _STAGE_ONE:
@@ -77,7 +78,7 @@ class ScoreActor:
 
         request, info = self.settings
 
-        from ..weights import DEFAULT_WEIGHTS, load_weights
+        from ...weights import DEFAULT_WEIGHTS, load_weights
 
         if request.threads:
             torch.set_num_threads(request.threads)
@@ -154,7 +155,7 @@ class RayScanner:
         if not items:
             return
         ray = self.ray
-        rows = [{"index": index, "path": str(item.path), "kind": item.kind} for index, item in items]
+        rows = [{"index": i.index, "path": str(i.item.path), "kind": i.item.kind} for i in items]
         actors, gpus = self._actors()
         dataset = (
             ray.data.from_items(rows)
@@ -170,7 +171,7 @@ class RayScanner:
         )
         for row in dataset.iter_rows():
             result = from_jsonable(FileResult, json.loads(str(row["row"])))
-            yield int(row["index"]), result, []
+            yield Done(int(row["index"]), result)
 
     def close(self) -> None:
         if self.started_here and self.ray.is_initialized():
