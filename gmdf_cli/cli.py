@@ -14,7 +14,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
 from .analysis.corruptions import CORRUPTIONS
 from .data import DETECTION_SIDE
 from .data.datasets import LAYOUTS
@@ -24,6 +23,7 @@ from .data.synth import KINDS, MASKS
 from .errors import EXIT_FAILURE, EXIT_USAGE, GMDFError, Terminated, interrupt_exit_code
 from .model.config import CONFIG_HELP, CONFIGS
 from .report.render import plain
+from .version import __version__
 
 err = Console(stderr=True, highlight=False)
 """Messages, progress and warnings; tables too when stdout carries --json."""

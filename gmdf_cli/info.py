@@ -10,9 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from .data.detectors import planned_detector
 from .report.results import WeightsRow
+from .version import __version__
 from .weights import SHIPPED_DIR, cached_path, zoo
 
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")

@@ -2,8 +2,9 @@
 
 The graph's edges are the imports a module runs when it is imported: its top-level ``import`` and ``from``
 statements (also those under a top-level ``if``, ``try`` or ``with``, and in class bodies), relative ones resolved.
-Imports under ``if TYPE_CHECKING:`` never run, and imports inside functions are deliberate lazy imports (torch and
-the model load after every usage check): neither is an edge. ``from pkg import name`` is an edge to ``pkg.name``
+Imports under ``if TYPE_CHECKING:`` never run: never an edge. Imports inside functions are deliberate lazy imports
+(torch and the model load after every usage check): not an edge of the start-up graph, but an edge of the lazy one,
+which must have no cycle either. ``from pkg import name`` is an edge to ``pkg.name``
 where that is a module, else to ``pkg``; a package is its ``__init__.py``."""
 
 from __future__ import annotations
@@ -32,28 +33,32 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _run_on_import(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
-    """The import statements among those that run when the module is imported (not in functions, not for typing)."""
+def _run_on_import(body: list[ast.stmt], lazy: bool = False) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements among those that run when the module is imported (not for typing; those inside
+    functions too when ``lazy``)."""
     for node in body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
         elif isinstance(node, ast.If):
             if not _is_type_checking(node.test):
-                yield from _run_on_import(node.body)
-            yield from _run_on_import(node.orelse)
+                yield from _run_on_import(node.body, lazy)
+            yield from _run_on_import(node.orelse, lazy)
         elif isinstance(node, ast.Try | ast.TryStar):
             for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
-                yield from _run_on_import(block)
-        elif isinstance(node, ast.With | ast.For | ast.While | ast.ClassDef):
-            yield from _run_on_import(node.body)
-            yield from _run_on_import(getattr(node, "orelse", []))
+                yield from _run_on_import(block, lazy)
+        elif isinstance(node, ast.With | ast.For | ast.While | ast.ClassDef) or (
+            lazy and isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        ):
+            yield from _run_on_import(node.body, lazy)
+            yield from _run_on_import(getattr(node, "orelse", []), lazy)
 
 
-def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The package's modules that ``name`` imports when it is imported."""
+def imports_of(name: str, path: Path, modules: dict[str, Path], lazy: bool = False) -> set[str]:
+    """The package's modules that ``name`` imports when it is imported (or later, in its functions, when
+    ``lazy``)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in _run_on_import(ast.parse(path.read_text(), str(path)).body):
+    for node in _run_on_import(ast.parse(path.read_text(), str(path)).body, lazy):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
             continue
@@ -66,9 +71,9 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return {target for target in found if target in modules and target != name}
 
 
-def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
+def import_graph(root: Path = PACKAGE, lazy: bool = False) -> dict[str, set[str]]:
     modules = module_names(root)
-    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+    return {name: imports_of(name, path, modules, lazy) for name, path in modules.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -99,6 +104,12 @@ def test_the_package_has_no_import_cycle() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_no_cycle_even_through_the_imports_inside_functions() -> None:
+    """DESIGN.md: lazy imports keep start-up fast, never a loop that only shows once a function runs."""
+    cycle = find_cycle(import_graph(lazy=True))
+    assert cycle is None, "import cycle through a lazy import: " + " -> ".join(cycle or [])
+
+
 def test_the_graph_sees_the_imports_it_should() -> None:
     """Relative imports resolved, ``from . import module`` and packages named as modules: a graph that finds no
     edges would find no cycle either."""
@@ -108,6 +119,7 @@ def test_the_graph_sees_the_imports_it_should() -> None:
     assert "gmdf_cli.jobs.scan.run" in graph["gmdf_cli.jobs.scan"]
     assert "gmdf_cli.api" not in graph["gmdf_cli.jobs.scan.request"]  # under TYPE_CHECKING
     assert "gmdf_cli.jobs.scan.pool" not in graph["gmdf_cli.jobs.scan.run"]  # inside a function: lazy
+    assert "gmdf_cli.jobs.scan.pool" in import_graph(lazy=True)["gmdf_cli.jobs.scan.run"]
 
 
 def test_a_cycle_is_found_and_named() -> None:

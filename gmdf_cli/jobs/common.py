@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from .. import __version__
 from ..data.detectors import DetectorOptions
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..report.render import plain
+from ..version import __version__
 
 if TYPE_CHECKING:  # torch loads with the first detector or model, not with this module
     import torch

@@ -11,12 +11,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .. import __version__
 from ..device import PRECISIONS, configure, resolve_device
 from ..errors import WeightsError
 from ..fileio import atomic_path, sha256_file
 from ..model import GMDF, GMDFConfig, build_model
 from ..model.bounds import check_config
+from ..version import __version__
 from .card import read_card, read_decision, read_training
 from .registry import ResolvedWeights, resolve_weights
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from ... import __version__
 from ...data.detectors import DetectorOptions
 from ...data.media import Sampling
 from ...report.results import DetectorInfo, ModelInfo
+from ...version import __version__
 from ...weights import DEFAULT_WEIGHTS
 from ..common import warner
 

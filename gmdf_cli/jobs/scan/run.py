@@ -10,12 +10,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ... import __version__
 from ...data.media import MediaItem, discover
 from ...errors import EXIT_FAILURE, EXIT_OK, UsageError, interrupt_exit_code
 from ...progress import progress_bar
 from ...report.render import plain, prepare_plots
 from ...report.results import FileResult, ScanReport
+from ...version import __version__
 from ..common import environment, now
 from .journal import finished_rows, take_over
 from .local import LocalScanner
