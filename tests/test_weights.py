@@ -238,3 +238,13 @@ def test_shipped_weights_carry_their_training_record_as_data_without_build_folde
     assert json.loads(meta["training"]) == {"request": {"seed": 3}, "step": 5}
     info = Detector.from_pretrained(str(source), device="cpu", face_detector=detector_options()).model_info()
     assert info.trained == {"request": {"seed": 3}, "step": 5}  # an older file with the folders: left out as read
+
+
+def test_the_shipped_file_names_no_build_machine_folder() -> None:
+    """The shipped default was re-exported: its raw ``training`` metadata, as any reader of the file sees it,
+    holds no absolute path (the build machine's cache and run folders)."""
+    from gmdf_cli.weights import read_metadata, resolve_weights
+
+    training = read_metadata(resolve_weights("gmdf-mnv2-dev").path)["training"]
+    paths = [v for v in json.loads(training)["request"].values() if isinstance(v, str) and v.startswith("/")]
+    assert paths == [], paths

@@ -48,7 +48,7 @@ ZOO: dict[str, ZooEntry] = {
         name=DEFAULT_WEIGHTS,
         config="mnv2",
         description="default: GM-DF on an ImageNet MobileNetV2, trained here on the dev media (research use only)",
-        sha256="43bb551054fcd53ba68e6fa1963b50c90b89bf51529ddef111a46a18409aed68",
+        sha256="6e92f8b46278cbc8a964f11eef695cf25473fae6c24312cd5e611cc1d531d8e2",
         local="gmdf-mnv2-dev.safetensors",
     )
 }
