@@ -1,9 +1,11 @@
 """Faces/s of the whole scan pipeline (decode -> detect -> crop -> model) on a real video, against the model alone on
-the same face crops at the same batch size, interleaved in one process; then the peak RSS of a real `gmdf scan`;
+the same face crops at the same batch size, interleaved in one process: the pipeline both detecting faces on every
+frame (``--detect-every 1``) and on key frames only (``--detect-every K``, default the scan's); then the peak RSS of
+a real `gmdf scan`;
 then, with ``--against REV``, the engine against the pipeline of an earlier commit on the same video and weights.
 Targets: pipeline/model >= 0.85; peak RSS of a `vit-b-16` scan <= 1.2 GB; engine/earlier >= 1 (no slowdown).
 
-    python benchmarks/scan_pipeline.py [--video PATH] [--config vit-b-16] [--batch 16] [--rounds 2]
+    python benchmarks/scan_pipeline.py [--video PATH] [--config vit-b-16] [--batch 16] [--rounds 2] [--detect-every K]
     python benchmarks/scan_pipeline.py --against 1253bdf [--only-against]   # the scan before the one engine
     python benchmarks/scan_pipeline.py --against HEAD~1 --only-against      # any later commit: engine against engine
 
@@ -26,6 +28,7 @@ import torch
 from gmdf_cli.data.faces import load_detector, to_model_input
 from gmdf_cli.data.media import MediaItem, Sampling
 from gmdf_cli.engine import Engine, EngineOptions
+from gmdf_cli.engine.keyframes import DETECT_EVERY
 from gmdf_cli.model import build_model, get_config
 from gmdf_cli.weights import load_weights, save_checkpoint
 
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--detect-every", type=int, default=DETECT_EVERY, help="Key frames: detect every K frames.")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--against", metavar="REV", help="Also time the scan pipeline of this git commit.")
     parser.add_argument("--only-against", action="store_true", help="With --against: that comparison only.")
@@ -79,7 +83,10 @@ def main() -> None:
         model, _, _ = load_weights(str(path), precision=args.precision)
         dtype = next(model.parameters()).dtype
         detector, _ = load_detector("retinaface", SHARED / "weights")
-        options = EngineOptions(Sampling(frames=args.frames), batch_size=args.batch, keep_crops=0)
+        options = EngineOptions(Sampling(frames=args.frames), batch_size=args.batch, keep_crops=0, detect_every=1)
+        keyed = EngineOptions(
+            Sampling(frames=args.frames), batch_size=args.batch, keep_crops=0, detect_every=args.detect_every
+        )
         item = MediaItem(video, "video")
 
         crops = []
@@ -93,18 +100,26 @@ def main() -> None:
         engine._flush = recording_flush  # type: ignore[method-assign]
         list(engine.run([item]))  # warm-up, and the crops
         faces = len(crops)
+        keyed_faces = sum(r.faces_found for r in Engine(model, detector, keyed).run([item]))  # warm-up
+        if keyed_faces != faces:
+            sys.exit(f"key frames found {keyed_faces} faces, every frame {faces}")
 
         def pipeline() -> None:
             list(Engine(model, detector, options).run([item]))
+
+        def pipeline_keyed() -> None:
+            list(Engine(model, detector, keyed).run([item]))
 
         def model_only() -> None:
             with torch.inference_mode():
                 for start in range(0, faces, args.batch):
                     model.predict(to_model_input(crops[start : start + args.batch]).to(dtype))
 
-        times: dict[str, list[float]] = {"pipeline": [], "model only": []}
+        key_name = f"pipeline, detect every {args.detect_every}"
+        runs = (("pipeline, detect every 1", pipeline), (key_name, pipeline_keyed), ("model only", model_only))
+        times: dict[str, list[float]] = {name: [] for name, _ in runs}
         for _ in range(args.rounds):
-            for name, run in (("pipeline", pipeline), ("model only", model_only)):
+            for name, run in runs:
                 start = time.perf_counter()
                 run()
                 times[name].append(time.perf_counter() - start)
@@ -115,8 +130,10 @@ def main() -> None:
             f"best of {args.rounds} interleaved rounds"
         )
         for name, rate in rates.items():
-            print(f"  {name:11s} {rate:6.2f} faces/s")
-        print(f"  ratio pipeline / model only: {rates['pipeline'] / rates['model only']:.3f}  (target >= 0.85)")
+            print(f"  {name:26s} {rate:6.2f} faces/s")
+        for name in rates:
+            if name != "model only":
+                print(f"  ratio {name} / model only: {rates[name] / rates['model only']:.3f}  (target >= 0.85)")
 
         cmd = [
             sys.executable,
@@ -134,6 +151,8 @@ def main() -> None:
             str(args.batch),
             "--precision",
             args.precision,
+            "--detect-every",
+            str(args.detect_every),
         ]
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)

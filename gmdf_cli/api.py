@@ -18,6 +18,7 @@ from pathlib import Path
 from .data.faces import DetectorOptions, FaceDetector, open_face_detector
 from .data.media import MediaItem, Sampling, discover, kind_of
 from .device import resolve_device
+from .engine.keyframes import DETECT_EVERY
 from .engine.pipeline import DEFAULT_THRESHOLD, Engine, EngineOptions
 from .errors import UsageError
 from .model import GMDF
@@ -59,6 +60,7 @@ class Detector:
         batch_size: int = 16,
         max_faces: int = 8,
         keep_crops: int = 0,
+        detect_every: int = DETECT_EVERY,
         face_detector: DetectorOptions | str = "retinaface",
         detector_weights: str | Path | None = None,
         warn: Callable[[str], None] = _warn,
@@ -66,7 +68,9 @@ class Detector:
         """Weights by zoo name, ``hf-hub:org/repo[/file]`` or a ``.safetensors`` path (default: the shipped model),
         on ``device`` (``auto``, ``cpu``, ``cuda:1``, ``mps``) in ``precision`` (fp32, bf16, fp16). ``threshold``:
         fake when score >= threshold (default: the weights' own, else 0.5). ``sampling``: which video frames
-        (default 32 spread evenly). ``keep_crops``: most suspicious face crops kept per file (for heatmaps)."""
+        (default 32 spread evenly). ``keep_crops``: most suspicious face crops kept per file (for heatmaps).
+        ``detect_every``: detect faces on every K-th sampled video frame (and on scene cuts and lost faces), carrying
+        them between (1: on every frame)."""
         if isinstance(face_detector, str):
             weights_dir = str(detector_weights) if detector_weights is not None else None
             face_detector = DetectorOptions(face_detector, weights_dir)
@@ -78,7 +82,8 @@ class Detector:
         else:
             threshold = DEFAULT_THRESHOLD if stored is None else stored
         faces = open_face_detector(face_detector, target, warn)
-        options = EngineOptions(sampling or Sampling(), batch_size, threshold, band, max_faces, keep_crops)
+        sampling = sampling or Sampling()
+        options = EngineOptions(sampling, batch_size, threshold, band, max_faces, detect_every, keep_crops)
         return cls(model, resolved, meta, faces, options)
 
     @property

@@ -20,6 +20,7 @@ from .data.datasets import LAYOUTS
 from .data.detectors import DETECTOR_ENV, DETECTORS, DetectorOptions
 from .data.media import Sampling
 from .data.synth import KINDS, MASKS
+from .engine.keyframes import DETECT_EVERY
 from .errors import EXIT_FAILURE, EXIT_USAGE, GMDFError, Terminated, interrupt_exit_code
 from .model.config import CONFIG_HELP, CONFIGS
 from .report.render import plain
@@ -370,6 +371,14 @@ def weights_path(name: str) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @detector_options
 @click.option("--max-faces", type=click.IntRange(min=1), default=8, show_default=True, help="Faces scored per frame.")
+@click.option(
+    "--detect-every",
+    type=click.IntRange(min=1),
+    default=DETECT_EVERY,
+    show_default=True,
+    help="Detect faces on every K-th sampled video frame (and on scene cuts and lost faces), carrying them between; "
+    "1: on every frame.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON report on stdout.")
 @click.option("--csv", "csv", type=click.Path(path_type=Path), callback=_output_file, help="One row per scored face.")
 @click.option(

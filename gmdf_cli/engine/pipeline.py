@@ -22,6 +22,7 @@ from ..model import GMDF
 from ..report.results import FaceResult, FileResult, FrameResult, MediaInfo, SuspiciousFace, TrackResult
 from . import rules
 from .batching import score_crops
+from .keyframes import KeyFrames
 from .provenance import read_provenance
 from .threads import in_order_threads
 
@@ -41,6 +42,10 @@ class EngineOptions:
     """The weights' uncertainty band: scores in [low, high) get the verdict ``uncertain``."""
     max_faces: int = 8
     """Faces scored per frame at most (the most confident detections)."""
+    detect_every: int = 1
+    """Detect faces on every K-th sampled frame of a video (and on scene cuts and lost faces), carrying the key
+    frame's faces to the frames between (``keyframes``). 1: detect on every frame; ``gmdf scan`` and ``Detector``
+    default to ``keyframes.DETECT_EVERY``."""
     keep_crops: int = 8
     """Most suspicious face crops kept per file (for heatmaps and the report)."""
     decode_threads: int | None = None
@@ -139,10 +144,15 @@ class Engine:
         detector: FaceDetector | None = None,
     ) -> Iterator[DetectedFrame]:
         """Detect (or take from ``faces``) and track the faces of each frame: the stage prepare and synth use to
-        save crops instead of scoring them."""
+        save crops instead of scoring them. A video's faces are detected on its key frames only, with
+        ``detect_every`` > 1 (``keyframes``)."""
         tracker = Tracker()
+        keys = KeyFrames(1 if still else self.options.detect_every)
         for frame in frames:
-            found = faces(frame) if faces is not None else self.detect(frame.image, still, detector)
+            if faces is not None:
+                found = faces(frame)
+            else:
+                found = keys.faces(frame.image, lambda image: self.detect(image, still, detector))
             yield DetectedFrame(frame, found, tracker.assign([f.box for f in found]))
 
     def probe(self, item: MediaItem) -> tuple[FileResult, OpenedMedia | None]:

@@ -4,9 +4,10 @@ The sweep goes file by file: a file's sampled frames are decoded once and its fa
 frames; then every (corruption, level) runs through the engine as one job with hooks (``--at frame``: the
 corrupted frames replace the decoded ones and faces are detected on them, as a real pipeline meets them;
 ``--at crop``: the clean frames' faces, and the corruption applied to each face crop). The clean job is the plain
-scan of the file. Video compression re-encodes the whole file with H.264 at the level's CRF. Each file's scores are
-kept in ``OUT/records/`` as soon as they are known, so an interrupted sweep resumes where it stopped. A prepared
-cache (crops only) is always corrupted at crop level.
+scan of the file with faces detected on every frame (``scan --detect-every 1``: no key frames, in any job). Video
+compression re-encodes the whole file with H.264 at the level's CRF. Each file's scores are kept in
+``OUT/records/`` as soon as they are known, so an interrupted sweep resumes where it stopped. A prepared cache
+(crops only) is always corrupted at crop level.
 """
 
 from __future__ import annotations

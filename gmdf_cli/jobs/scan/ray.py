@@ -43,7 +43,14 @@ _STAGE_ONE: dict[str, Engine] = {}
 def _engine_options(request: ScanRequest, info: RunInfo) -> EngineOptions:
     band = (info.band[0], info.band[1]) if info.band else None
     return EngineOptions(
-        request.sampling, request.batch_size, info.threshold, band, request.max_faces, 0, crop_size=info.image_size
+        request.sampling,
+        request.batch_size,
+        info.threshold,
+        band,
+        request.max_faces,
+        detect_every=request.detect_every,
+        keep_crops=0,
+        crop_size=info.image_size,
     )
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ...data.detectors import DetectorOptions
 from ...data.media import Sampling
+from ...engine.keyframes import DETECT_EVERY
 from ...report.results import DetectorInfo, ModelInfo
 from ...version import __version__
 from ...weights import DEFAULT_WEIGHTS
@@ -30,6 +31,8 @@ class ScanRequest:
     threshold: float | None = None
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     max_faces: int = 8
+    detect_every: int = DETECT_EVERY
+    """Faces are detected on every K-th sampled video frame (and on scene cuts and lost faces), carried between."""
     out: Path | None = None
     csv: Path | None = None
     heatmaps: bool = False
@@ -63,6 +66,7 @@ class ScanRequest:
             "detector": [det.name, det.sha256, det.max_side],
             "sampling": asdict(self.sampling),
             "max_faces": self.max_faces,
+            "detect_every": self.detect_every,
             "threshold": info.threshold,
             "band": info.band,
             "precision": self.precision,
@@ -113,6 +117,7 @@ def open_detector(request: ScanRequest, console: Console, warn: Callable[[str], 
         sampling=request.sampling,
         batch_size=request.batch_size,
         max_faces=request.max_faces,
+        detect_every=request.detect_every,
         keep_crops=request.keep_crops(),
         face_detector=request.detector,
         warn=warn or warner(console),
