@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from gmdf_cli.data.faces import DetectorOptions
 from gmdf_cli.model import GMDF, build_model, get_config
+from gmdf_cli.weights import save_checkpoint
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MEDIA = SHARED / "media"
@@ -37,10 +39,61 @@ def perturbed(model: GMDF, std: float = 0.1, seed: int = 0) -> GMDF:
     return model
 
 
+def tiny_gmdf(seed: int = 0, std: float = 0.1, domains: Sequence[str] = ()) -> GMDF:
+    """The toy ``vit-tiny`` GM-DF built after ``torch.manual_seed(seed)``, its GM-DF parts ``perturbed`` by ``std``;
+    ``domains``: its source domains, where not the config's own."""
+    torch.manual_seed(seed)
+    config = get_config("vit-tiny")
+    return perturbed(build_model(config.with_domains(list(domains)) if domains else config), std=std)
+
+
+TinyWeights = Callable[..., Path]
+"""``tiny_weights_factory(seed=0, std=0.1, domains=())``: the path of ``tiny_gmdf(seed, std, domains)`` saved."""
+
+
 @pytest.fixture
 def tiny_model() -> GMDF:
-    torch.manual_seed(0)
-    return perturbed(build_model(get_config("vit-tiny")))
+    return tiny_gmdf()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_factory(tmp_path_factory: pytest.TempPathFactory) -> TinyWeights:
+    """Weights files of ``tiny_gmdf``, each variant saved once a session and shared by every test that asks for it:
+    read them, never change them (copy first). Building one leaves the global RNG as it found it."""
+    made: dict[tuple[int, float, tuple[str, ...]], Path] = {}
+
+    def make(seed: int = 0, std: float = 0.1, domains: Sequence[str] = ()) -> Path:
+        key = (seed, std, tuple(domains))
+        if key not in made:
+            with torch.random.fork_rng(devices=[]):
+                model = tiny_gmdf(seed, std, domains)
+            made[key] = save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_weights_factory: TinyWeights) -> Path:
+    """``tiny_model``'s weights (seed 0, std 0.1) as a file, for the CLI and ``Detector.from_pretrained``."""
+    return tiny_weights_factory()
+
+
+@pytest.fixture(autouse=True)
+def _a_fresh_python_is_a_slow_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that starts a fresh Python (gmdf, a ``python -c`` check, a DDP launcher) pays its start-up and torch's
+    import each time: it belongs to the slow tier, so without ``@pytest.mark.slow`` it fails here, and says so."""
+    if request.node.get_closest_marker("slow"):
+        return
+    start = subprocess.Popen.__init__
+
+    def checked(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+        program = args[0] if isinstance(args, list | tuple) and args else args
+        if str(program) == sys.executable:
+            pytest.fail(f"{request.node.nodeid} starts a fresh Python: mark it @pytest.mark.slow (docs/testing.md)")
+        start(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", checked)
 
 
 def assert_schema(output: str, data: object) -> None:

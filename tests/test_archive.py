@@ -17,14 +17,11 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from gmdf_cli.jobs.scan import outputs as scan_outputs
 from gmdf_cli.jobs.scan import run as scan_run
-from gmdf_cli.model import build_model, get_config
-from gmdf_cli.weights import save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, MEDIA, invoke_gmdf, perturbed
+from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, MEDIA, TinyWeights, invoke_gmdf
 from .synthdata import write_domain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,10 +32,8 @@ number of threads, which differ between one process, workers and Ray."""
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(11)
-    model = perturbed(build_model(get_config("vit-tiny")), std=0.3)
-    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+def weights(tiny_weights_factory: TinyWeights) -> Path:
+    return tiny_weights_factory(seed=11, std=0.3)
 
 
 def _real_media(count: int) -> list[Path]:
@@ -113,6 +108,7 @@ def one_process(archive: Path, weights: Path, tmp_path_factory: pytest.TempPathF
     return found
 
 
+@pytest.mark.slow
 def test_workers_give_the_rows_of_one_process(
     archive: Path, weights: Path, one_process: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -126,6 +122,7 @@ def test_workers_give_the_rows_of_one_process(
     assert [f["path"] for f in report["files"]] == [r["path"] for r in one_process]
 
 
+@pytest.mark.slow
 def test_ray_gives_the_rows_of_one_process_and_parquet_the_same_rows(
     archive: Path, weights: Path, one_process: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -160,6 +157,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
 def test_a_killed_run_with_workers_finishes_on_rerun_with_every_file_once(
     archive: Path, weights: Path, one_process: list[dict[str, Any]], tmp_path: Path
@@ -268,6 +266,7 @@ def _workers_of(pid: int) -> list[int]:
     return [c for c in _children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
 def test_a_dead_worker_costs_only_its_unfinished_files(weights: Path, tmp_path: Path) -> None:
     folder, out = tmp_path / "in", tmp_path / "out"

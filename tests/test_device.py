@@ -27,7 +27,7 @@ from gmdf_cli.errors import UsageError
 from gmdf_cli.model import build_model, domain_alignment_loss, get_config, random_patch_mask
 from gmdf_cli.report.schema import dumps
 from gmdf_cli.train.loop import MetaObjective, Trainer, TrainRequest
-from gmdf_cli.weights import DEFAULT_WEIGHTS, load_weights, save_checkpoint
+from gmdf_cli.weights import DEFAULT_WEIGHTS, load_weights
 
 from .conftest import detector_options, invoke_gmdf, perturbed
 from .test_scan import detector_args
@@ -55,13 +55,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_cache(base / "src", base / "cache", KINDS, videos=8, frames=3, seed=0)
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = perturbed(build_model(get_config("vit-tiny")))
-    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
-
-
 # -- the option ------------------------------------------------------------------------------------------------------
 def test_auto_picks_cuda_when_present_and_named_devices_are_checked() -> None:
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
@@ -73,8 +66,13 @@ def test_auto_picks_cuda_when_present_and_named_devices_are_checked() -> None:
         resolve_device(f"cuda:{torch.cuda.device_count() + 3}")
 
 
+def commands_with_a_device_option() -> list[str]:
+    """Every command that takes --device, from the CLI itself: one that gains the option gets the test below."""
+    return [name for name, command in cli_group.commands.items() if any(p.name == "device" for p in command.params)]
+
+
 @pytest.mark.skipif(CUDA, reason="checks the error seen without a GPU")
-@pytest.mark.parametrize("command", ["scan", "eval", "robustness", "prepare", "synth", "train"])
+@pytest.mark.parametrize("command", commands_with_a_device_option())
 def test_device_cuda_without_a_gpu_is_one_clear_line_and_exit_2(command: str, tmp_path: Path) -> None:
     args = {
         "scan": ["scan", str(ASTRONAUT)],

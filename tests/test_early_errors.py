@@ -34,23 +34,27 @@ def _assert_one_line_before_torch(code: int, lines: list[str], imported: set[str
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
 
 
+@pytest.mark.slow
 def test_the_cli_module_imports_no_torch() -> None:
     code = f"import sys, gmdf_cli.cli; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["scan", "train"])
 def test_a_command_without_arguments_says_what_it_needs_before_torch(command: str) -> None:
     _assert_one_line_before_torch(*_early(command), "--")
 
 
+@pytest.mark.slow
 def test_an_output_folder_under_proc_is_refused_before_torch() -> None:
     target = Path("/proc/gmdf-test-out")
     _assert_one_line_before_torch(*_early("scan", str(ASTRONAUT), "--out", str(target)), "--out", "/proc")
     assert not target.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any folder, so none is read-only to it")
 def test_an_output_folder_in_a_read_only_folder_is_refused(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
@@ -91,6 +95,7 @@ def test_every_output_is_checked_as_it_is_parsed(args: list[str]) -> None:
     assert target in out.stderr and "proc filesystem" in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("weights", "words"),
     [
@@ -105,6 +110,7 @@ def test_weights_references_are_checked_before_torch(weights: str, words: list[s
     _assert_one_line_before_torch(*_early("scan", str(ASTRONAUT), "--weights", weights), *words)
 
 
+@pytest.mark.slow
 def test_a_zoo_entry_outside_its_repository_is_one_line_before_torch(tmp_path: Path) -> None:
     """Zoo-file problems are usage errors (exit 2: the user wrote the file), said before torch loads."""
     zoo = tmp_path / "zoo.json"
@@ -117,6 +123,7 @@ def test_a_zoo_entry_outside_its_repository_is_one_line_before_torch(tmp_path: P
     assert listed.returncode == 2 and "bad file name" in listed.stderr and "Traceback" not in listed.stderr
 
 
+@pytest.mark.slow
 def test_robustness_on_a_folder_without_real_and_fake_loads_and_writes_nothing(tmp_path: Path) -> None:
     _assert_one_line_before_torch(*_early("robustness", str(ROOT / "examples"), cwd=tmp_path), "real/", "fake/")
     assert list(tmp_path.iterdir()) == []  # no robustness-report/ with a sweep.json
@@ -130,6 +137,7 @@ def test_robustness_on_empty_real_and_fake_writes_nothing(tmp_path: Path) -> Non
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_an_empty_folder_is_named_without_a_dangling_comma(tmp_path: Path) -> None:
     code, lines, imported = _early("scan", str(tmp_path))
     _assert_one_line_before_torch(code, lines, imported)
@@ -152,6 +160,7 @@ def test_info_says_which_face_detector_will_run_and_why(tmp_path: Path) -> None:
         assert f"retinaface (weights in {DETECTOR_WEIGHTS})" in " ".join(table.stdout.split())
 
 
+@pytest.mark.slow
 def test_info_loads_no_torch() -> None:
     done = run_gmdf("info", "--json", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert done.returncode == 0

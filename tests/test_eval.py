@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,16 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
 from gmdf_cli.jobs.evaluate import score_cache
 from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
-from gmdf_cli.model import build_model, get_config
-from gmdf_cli.weights import load_weights, save_checkpoint
+from gmdf_cli.weights import load_weights
 
-from .conftest import DETECTOR_WEIGHTS, MEDIA, assert_schema, detector_options, invoke_gmdf, perturbed
+from .conftest import DETECTOR_WEIGHTS, MEDIA, TinyWeights, assert_schema, detector_options, invoke_gmdf
 from .synthdata import write_domain
 
 QUIET = Console(stderr=True, quiet=True)
@@ -34,25 +33,43 @@ def _det() -> dict:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(3)
-    model = perturbed(build_model(get_config("vit-tiny").with_domains(["blend", "noise"])), std=0.3)
-    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+def weights(tiny_weights_factory: TinyWeights) -> Path:
+    return tiny_weights_factory(seed=3, std=0.3, domains=("blend", "noise"))
 
 
-@pytest.fixture(scope="module")
-def domains_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Generated domains named like the paper's datasets, for the protocols."""
-    base = tmp_path_factory.mktemp("proto")
-    cache = base / "cache"
-    for i, (name, kind) in enumerate(
-        (("ff", "blend"), ("wdf", "noise"), ("celeb", "blend"), ("dff", "noise"), ("dfdc", "blend"))
-    ):
-        write_domain(base / name, kind, videos=6, frames=2, seed=10 + i)
+PAPER_DOMAINS = {
+    "ff": ("blend", 10),
+    "wdf": ("noise", 11),
+    "celeb": ("blend", 12),
+    "dff": ("noise", 13),
+    "dfdc": ("blend", 14),
+}
+"""Generated domains named like the paper's datasets: name -> (kind of forgery, seed)."""
+
+
+def _add_domains(base: Path, cache: Path, names: list[str]) -> Path:
+    for name in names:
+        kind, seed = PAPER_DOMAINS[name]
+        write_domain(base / name, kind, videos=6, frames=2, seed=seed)
         run_prepare(
             PrepareRequest(layout="folder", root=base / name, out=cache, domain=name, frames=2, **_det()), QUIET
         )
     return cache
+
+
+@pytest.fixture(scope="module")
+def domains_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ff and dfdc: the domains the cache eval scores (the fast tier prepares no more)."""
+    base = tmp_path_factory.mktemp("proto")
+    return _add_domains(base, base / "cache", ["ff", "dfdc"])
+
+
+@pytest.fixture(scope="module")
+def protocol_cache(domains_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every domain the protocols name: a copy of ``domains_cache`` with wdf, celeb and dff prepared into it."""
+    base = tmp_path_factory.mktemp("proto-all")
+    shutil.copytree(domains_cache, base / "cache")
+    return _add_domains(base, base / "cache", ["wdf", "celeb", "dff"])
 
 
 def test_cache_eval_json_contract_markdown_and_roc(weights: Path, domains_cache: Path, tmp_path: Path) -> None:
@@ -102,6 +119,7 @@ def test_cache_eval_json_contract_markdown_and_roc(weights: Path, domains_cache:
     assert bad.returncode == 2 and "'nope' has no test crops" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (MEDIA / "celebdf_hantschmann").is_dir(), reason="../shared/media is not here")
 def test_folder_eval_with_the_default_weights_matches_sklearn_on_the_scan_scores() -> None:
     """Issue #5, acceptance 2, as a user runs it: no --weights means the shipped default detector."""
@@ -135,14 +153,15 @@ def _results(path: Path) -> dict:
         return {}
 
 
-def test_multi_domain_protocol_runs_and_resumes_without_redoing_parts(domains_cache: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_multi_domain_protocol_runs_and_resumes_without_redoing_parts(protocol_cache: Path, tmp_path: Path) -> None:
     run = tmp_path / "protocol"
     args = [
         "eval",
         "--protocol",
         "multi-domain",
         "--data",
-        str(domains_cache),
+        str(protocol_cache),
         "--out",
         str(run),
         "--epochs",

@@ -25,7 +25,15 @@ from gmdf_cli.model import (
 from .conftest import perturbed
 
 
-@pytest.mark.parametrize("name", ["vit-tiny", "vit-b-16", "cnn-small", "mnv2"])
+def registered_configs() -> list:
+    """Every config in the registry, so that one added there gets these tests too; one with a full-size tower (the
+    paper's ViT-B/16: half a minute to build twice and run on two cores) is in the slow tier."""
+    return [
+        pytest.param(name, marks=pytest.mark.slow if cfg.vision.width >= 512 else ()) for name, cfg in CONFIGS.items()
+    ]
+
+
+@pytest.mark.parametrize("name", registered_configs())
 def test_fresh_gmdf_reproduces_clip_image_features(name: str) -> None:
     cfg = get_config(name)
     torch.manual_seed(1)

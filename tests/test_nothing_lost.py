@@ -16,10 +16,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from gmdf_cli.model import build_model, get_config
-from gmdf_cli.weights import save_checkpoint
+from gmdf_cli.model import get_config
 
-from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, assert_schema, invoke_gmdf, perturbed, run_gmdf
+from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, TinyWeights, assert_schema, invoke_gmdf, run_gmdf
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -28,10 +27,8 @@ DET = ["--detector-weights", str(DETECTOR_WEIGHTS)] if HAVE_RETINAFACE else ["--
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(7)
-    model = perturbed(build_model(get_config("vit-tiny")), std=0.3)
-    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+def weights(tiny_weights_factory: TinyWeights) -> Path:
+    return tiny_weights_factory(seed=7, std=0.3)
 
 
 def _folder(tmp_path: Path, videos: int) -> Path:
@@ -59,6 +56,7 @@ def _wait_for_files(out: Path, proc: subprocess.Popen[str], count: int) -> None:
     raise AssertionError("the scan finished (or stalled) before it could be killed")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_scan_keeps_finished_files_and_a_rerun_finishes_the_rest(
     weights: Path, tmp_path: Path, sig: signal.Signals
@@ -172,6 +170,7 @@ def test_hostile_weights_config_is_refused_before_anything_is_built(tmp_path: Pa
         load_checkpoint(_hostile(tmp_path / "bad.safetensors", config))
 
 
+@pytest.mark.slow
 def test_hostile_weights_get_one_line_from_the_command(tmp_path: Path) -> None:
     bad = _hostile(tmp_path / "bad.safetensors", HOSTILE["55-GB"])
     done = run_gmdf("scan", str(ASTRONAUT), "--weights", str(bad), *DET)

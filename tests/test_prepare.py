@@ -11,6 +11,7 @@ import cv2
 import pytest
 from rich.console import Console
 
+from gmdf_cli.data.datasets import LAYOUTS
 from gmdf_cli.errors import UsageError
 from gmdf_cli.jobs.prepare import PrepareRequest, run_prepare
 
@@ -184,6 +185,17 @@ def test_prepare_cli_errors(tmp_path: Path) -> None:
     assert out.returncode == 2 and "Celeb-DF test list not found" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_every_layout_on_a_root_without_its_files_is_one_line_and_writes_nothing(layout: str, tmp_path: Path) -> None:
+    """Each registered layout (one added there gets this test too), pointed at an empty folder: exit 2 and one line
+    saying what it expected, and no cache folder left behind."""
+    (tmp_path / "root").mkdir()
+    out = invoke_gmdf("prepare", "--domain", layout, "--root", str(tmp_path / "root"), "--out", str(tmp_path / "c"))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stderr.startswith("gmdf: error: "), out.stderr
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not (MEDIA / "celebdf_hantschmann").is_dir(), reason="../shared/media is not here")
 def test_prepare_folder_on_real_celeb_df(tmp_path: Path) -> None:
     out = invoke_gmdf(

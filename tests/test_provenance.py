@@ -11,19 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image, PngImagePlugin
 from rich.console import Console
 
 from gmdf_cli import Detector
 from gmdf_cli.engine.provenance import MAX_TEXT, read_provenance
-from gmdf_cli.model import build_model, get_config
 from gmdf_cli.report.render import scan_table
 from gmdf_cli.report.results import FileResult
 from gmdf_cli.report.schema import from_jsonable
-from gmdf_cli.weights import save_checkpoint
 
-from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, MEDIA, assert_schema, detector_options, invoke_gmdf, perturbed
+from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, MEDIA, assert_schema, detector_options, invoke_gmdf
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "examples" / "astronaut.png"
@@ -44,13 +41,6 @@ AI_XMP = (
 )
 HOSTILE = "<script>alert('gmdf')</script>\x1b[31m"
 """An EXIF Software value made to be markup in the report and an escape code in the terminal."""
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = perturbed(build_model(get_config("vit-tiny")))
-    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
 def astronaut_jpeg(path: Path, software: str | None = None, xmp: str | None = None) -> Path:
@@ -138,6 +128,7 @@ def test_exif_software_and_an_xmp_source_type_are_traces(tmp_path: Path) -> None
     assert found.summary == "none; XMP: AI-generated"  # unsigned metadata, said apart from C2PA
 
 
+@pytest.mark.slow
 def test_c2pa_is_not_imported_when_the_cli_and_engine_load() -> None:
     code = (
         "import sys, gmdf_cli.cli, gmdf_cli.engine.pipeline, gmdf_cli.engine.provenance; print('c2pa' in sys.modules)"
@@ -148,8 +139,8 @@ def test_c2pa_is_not_imported_when_the_cli_and_engine_load() -> None:
 
 
 # -- never in the score --------------------------------------------------------------------------------------------
-def test_metadata_never_changes_the_score(weights: Path, tmp_path: Path) -> None:
-    detector = Detector.from_pretrained(str(weights), device="cpu", face_detector=detector_options())
+def test_metadata_never_changes_the_score(tiny_weights: Path, tmp_path: Path) -> None:
+    detector = Detector.from_pretrained(str(tiny_weights), device="cpu", face_detector=detector_options())
     bare = detector.scan(astronaut_jpeg(tmp_path / "bare.jpg"))
     tagged = detector.scan(astronaut_jpeg(tmp_path / "tagged.jpg", software="Generator 9", xmp=AI_XMP))
     assert bare.score is not None and bare.provenance is not None and tagged.provenance is not None
@@ -159,8 +150,9 @@ def test_metadata_never_changes_the_score(weights: Path, tmp_path: Path) -> None
 
 
 # -- every output --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @needs_c2pa_files
-def test_scan_shows_provenance_in_json_table_csv_and_report_escaped(weights: Path, tmp_path: Path) -> None:
+def test_scan_shows_provenance_in_json_table_csv_and_report_escaped(tiny_weights: Path, tmp_path: Path) -> None:
     inputs = tmp_path / "in"
     shutil.copytree(C2PA, inputs)
     astronaut_jpeg(inputs / "hostile.jpg", software=HOSTILE, xmp=AI_XMP)
@@ -169,7 +161,7 @@ def test_scan_shows_provenance_in_json_table_csv_and_report_escaped(weights: Pat
         "scan",
         str(inputs),
         "--weights",
-        str(weights),
+        str(tiny_weights),
         "--json",
         "--out",
         str(out),

@@ -17,21 +17,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from gmdf_cli import Detector
 from gmdf_cli.errors import WeightsError
-from gmdf_cli.model import build_model, get_config
-from gmdf_cli.weights import export_weights, save_checkpoint
+from gmdf_cli.weights import export_weights
 from gmdf_cli.weights.card import calibrate, read_card, read_decision
 
 from .conftest import (
     DETECTOR_WEIGHTS,
     HAVE_RETINAFACE,
+    TinyWeights,
     assert_schema,
     detector_options,
     invoke_gmdf,
-    perturbed,
     run_gmdf,
 )
 
@@ -50,10 +48,8 @@ CARD = {
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(11)
-    model = perturbed(build_model(get_config("vit-tiny")), std=0.3)
-    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
+def weights(tiny_weights_factory: TinyWeights) -> Path:
+    return tiny_weights_factory(seed=11, std=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +149,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package chromium)")
 def test_report_opens_in_chromium_with_every_image_loaded(banded: tuple[Path, float], tmp_path: Path) -> None:
     """The README's command 1 with --heatmaps, opened in headless Chromium: the banner with the card, the faces
@@ -194,7 +191,8 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def readme_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The README's first command with --heatmaps, run from the repository as a reader would: the shipped default
-    detector on examples/astronaut.mp4 and examples/astronaut.png. Returns the report folder."""
+    detector on examples/astronaut.mp4 and examples/astronaut.png. Returns the report folder. The suite's costliest
+    fixture after the real media: only slow tests ask for it."""
     out_dir = tmp_path_factory.mktemp("readme") / "scan-report"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(ROOT)
@@ -238,6 +236,7 @@ def _save_for_docs(shot: Path, target: Path, limit: int = 400_000) -> None:
     assert target.stat().st_size < limit, target.stat().st_size
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package chromium)")
 def test_results_come_first_and_how_it_ran_last_and_folded(readme_report: Path, tmp_path: Path) -> None:
     """The README's command, as Chromium lays the page out: the summary, then each file's section, then "How it
@@ -256,6 +255,7 @@ def test_results_come_first_and_how_it_ran_last_and_folded(readme_report: Path, 
         _save_for_docs(shot, SCREENSHOT)
 
 
+@pytest.mark.slow
 def test_the_off_face_note_fires_on_the_astronaut_photo(readme_report: Path) -> None:
     """The shipped default's Grad-CAM on examples/astronaut.png puts its hottest spot low on the left, off the face:
     the photo's section says so under the overlay."""
@@ -392,6 +392,7 @@ LOADED = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -424,6 +425,7 @@ def test_the_documented_exit_code_table_matches_the_code() -> None:
     assert codes == {EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED}
 
 
+@pytest.mark.slow
 def test_detector_fallback_is_one_line_without_download_noise(weights: Path, tmp_path: Path) -> None:
     """Offline and without RetinaFace weights: gmdf's one warning, none of facexlib's own lines."""
     from gmdf_cli.data.faces import facexlib_weights_dir

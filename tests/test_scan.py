@@ -16,7 +16,6 @@ from PIL import Image
 from gmdf_cli.data.faces import Tracker, crop_face
 from gmdf_cli.data.media import Sampling, discover
 from gmdf_cli.model import build_model, get_config
-from gmdf_cli.weights import save_checkpoint
 
 from . import conftest
 from .conftest import DETECTOR_WEIGHTS, HAVE_RETINAFACE, assert_schema, invoke_gmdf, perturbed, run_gmdf
@@ -31,13 +30,6 @@ def detector_args() -> list[str]:
     if (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file():
         return ["--detector-weights", str(DETECTOR_WEIGHTS)]
     return ["--detector", "mtcnn"]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = perturbed(build_model(get_config("vit-tiny")))
-    return save_checkpoint(model, tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
 def _face_tile(flip: bool, tint: int) -> np.ndarray:
@@ -105,11 +97,11 @@ def check_contract(report: dict) -> None:
             assert track["verdict"] == ("fake" if track["score"] >= f["threshold"] else "real")
 
 
-def test_json_contract_and_per_track_verdicts(weights: Path, tmp_path: Path) -> None:
+def test_json_contract_and_per_track_verdicts(tiny_weights: Path, tmp_path: Path) -> None:
     video = tmp_path / "two_faces.mp4"
     write_two_face_video(video)
     out = invoke_gmdf(
-        "scan", str(video), str(ASTRONAUT), "--weights", str(weights), "--json", "--frames", "8", *detector_args()
+        "scan", str(video), str(ASTRONAUT), "--weights", str(tiny_weights), "--json", "--frames", "8", *detector_args()
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -125,7 +117,8 @@ def test_json_contract_and_per_track_verdicts(weights: Path, tmp_path: Path) -> 
     assert img["media"]["width"] == 512 and vid["media"]["width"] == 640 and vid["media"]["fps"] == 20.0
 
 
-def test_bad_inputs_get_one_line_each_and_the_good_ones_are_scanned(weights: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_bad_inputs_get_one_line_each_and_the_good_ones_are_scanned(tiny_weights: Path, tmp_path: Path) -> None:
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "good.png").write_bytes(ASTRONAUT.read_bytes())
@@ -146,7 +139,7 @@ def test_bad_inputs_get_one_line_each_and_the_good_ones_are_scanned(weights: Pat
         "scan",
         str(folder),
         "--weights",
-        str(weights),
+        str(tiny_weights),
         "--json",
         "--csv",
         str(csv_path),
@@ -182,7 +175,7 @@ def test_bad_inputs_get_one_line_each_and_the_good_ones_are_scanned(weights: Pat
     assert rows[0].startswith("path,sha256,frame") and len(rows) >= 3  # the good files' faces were written
 
 
-def test_out_dir_with_heatmaps_writes_plot_heatmaps_and_html(weights: Path, tmp_path: Path) -> None:
+def test_out_dir_with_heatmaps_writes_plot_heatmaps_and_html(tiny_weights: Path, tmp_path: Path) -> None:
     video = tmp_path / "two_faces.mp4"
     write_two_face_video(video)
     out_dir = tmp_path / "report"
@@ -190,7 +183,7 @@ def test_out_dir_with_heatmaps_writes_plot_heatmaps_and_html(weights: Path, tmp_
         "scan",
         str(video),
         "--weights",
-        str(weights),
+        str(tiny_weights),
         "--out",
         str(out_dir),
         "--heatmaps",
@@ -228,12 +221,12 @@ def test_heatmaps_work_for_the_conv_tower() -> None:
     assert maps.shape == (2, size, size) and maps.min() >= 0 and maps.max() <= 1 and maps.std() > 0
 
 
-def test_animated_webp_is_a_frame_sequence(weights: Path, tmp_path: Path) -> None:
+def test_animated_webp_is_a_frame_sequence(tiny_weights: Path, tmp_path: Path) -> None:
     base = Image.open(ASTRONAUT).convert("RGB")
     frames = [base.rotate(angle) for angle in (0, 3, 6, 9, 12)]
     anim = tmp_path / "anim.webp"
     frames[0].save(anim, save_all=True, append_images=frames[1:], duration=100, loop=0)
-    out = invoke_gmdf("scan", str(anim), "--weights", str(weights), "--json", *detector_args())
+    out = invoke_gmdf("scan", str(anim), "--weights", str(tiny_weights), "--json", *detector_args())
     assert out.returncode == 0, out.stderr
     entry = json.loads(out.stdout)["files"][0]
     assert entry["kind"] == "video" and len(entry["frames"]) == 5 and entry["frames_with_faces"] == 5
@@ -301,7 +294,8 @@ def test_tracker_keeps_identities_apart() -> None:
     assert tracker.assign([(300, 300, 310, 310)]) == [2]
 
 
-def test_interrupted_scan_keeps_the_finished_files(weights: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_interrupted_scan_keeps_the_finished_files(tiny_weights: Path, tmp_path: Path) -> None:
     import os
     import signal
     import subprocess
@@ -322,7 +316,7 @@ def test_interrupted_scan_keeps_the_finished_files(weights: Path, tmp_path: Path
             "scan",
             str(folder),
             "--weights",
-            str(weights),
+            str(tiny_weights),
             "--csv",
             str(csv_path),
             "--out",
@@ -377,14 +371,15 @@ main()
 """
 
 
-def test_an_interrupt_wrapped_in_an_import_error_is_still_an_interrupt(weights: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_an_interrupt_wrapped_in_an_import_error_is_still_an_interrupt(tiny_weights: Path, tmp_path: Path) -> None:
     """Ctrl-C during matplotlib's import reaches gmdf as ``ImportError: initialization failed`` caused by the
     interrupt: the scan ends as interrupted (exit 130, its report written), not with a traceback and exit 1."""
     import subprocess
     import sys
 
     out_dir = tmp_path / "out"
-    args = ["scan", str(ROOT / "examples" / "astronaut.png"), "--weights", str(weights), "--out", str(out_dir)]
+    args = ["scan", str(ROOT / "examples" / "astronaut.png"), "--weights", str(tiny_weights), "--out", str(out_dir)]
     done = subprocess.run(
         [sys.executable, "-c", _INTERRUPTED_IMPORT, *args, *detector_args()], capture_output=True, text=True
     )
@@ -397,7 +392,8 @@ _INTERRUPTED_HEATMAPS = _INTERRUPTED_IMPORT.replace('"matplotlib.ft2font"', '"py
 """Ctrl-C as the first file scanned this run draws its heatmaps (Grad-CAM is imported then, and only then)."""
 
 
-def test_an_interrupted_report_names_the_files_not_finished(weights: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_an_interrupted_report_names_the_files_not_finished(tiny_weights: Path, tmp_path: Path) -> None:
     """A scan finishes one photo; a rerun into the same --out takes it over and is interrupted on the next file: its
     report.json lists that file (and the one after it) as unfinished, and the HTML banner names them, as text."""
     import subprocess
@@ -408,9 +404,9 @@ def test_an_interrupted_report_names_the_files_not_finished(weights: Path, tmp_p
     later = [tmp_path / "second <b>face.png", tmp_path / "third.png"]
     for path in later:
         path.write_bytes(ASTRONAUT.read_bytes())
-    first = invoke_gmdf("scan", str(photo), "--weights", str(weights), "--out", str(out_dir), *detector_args())
+    first = invoke_gmdf("scan", str(photo), "--weights", str(tiny_weights), "--out", str(out_dir), *detector_args())
     assert first.returncode == 0, first.stderr
-    args = ["scan", str(photo), *map(str, later), "--weights", str(weights), "--out", str(out_dir), "--heatmaps"]
+    args = ["scan", str(photo), *map(str, later), "--weights", str(tiny_weights), "--out", str(out_dir), "--heatmaps"]
     done = subprocess.run(
         [sys.executable, "-c", _INTERRUPTED_HEATMAPS, *args, *detector_args()], capture_output=True, text=True
     )
@@ -425,7 +421,10 @@ def test_an_interrupted_report_names_the_files_not_finished(weights: Path, tmp_p
     assert f"<li>{later[1]}</li>" in banner and str(photo) not in banner
 
 
-def test_offline_without_retinaface_weights_falls_back_to_the_shipped_detector(weights: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_offline_without_retinaface_weights_falls_back_to_the_shipped_detector(
+    tiny_weights: Path, tmp_path: Path
+) -> None:
     from gmdf_cli.data.faces import RETINAFACE_FILES, facexlib_weights_dir
 
     if (facexlib_weights_dir() / RETINAFACE_FILES["retinaface"][1]).is_file():
@@ -438,7 +437,7 @@ def test_offline_without_retinaface_weights_falls_back_to_the_shipped_detector(w
         "HTTPS_PROXY": "http://127.0.0.1:9",
     }  # no download can succeed, online or not
     out = run_gmdf(
-        "scan", str(ASTRONAUT), "--weights", str(weights), "--json", "--detector-weights", str(empty), env=env
+        "scan", str(ASTRONAUT), "--weights", str(tiny_weights), "--json", "--detector-weights", str(empty), env=env
     )
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
@@ -448,14 +447,14 @@ def test_offline_without_retinaface_weights_falls_back_to_the_shipped_detector(w
     assert report["files"][0]["faces_found"] == 1
 
 
-def test_detector_weights_from_the_environment(weights: Path) -> None:
+def test_detector_weights_from_the_environment(tiny_weights: Path) -> None:
     if not (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file():
         pytest.skip("../shared/weights is not here")
     out = invoke_gmdf(
         "scan",
         str(ASTRONAUT),
         "--weights",
-        str(weights),
+        str(tiny_weights),
         "--json",
         env={"GMDF_DETECTOR_WEIGHTS": str(DETECTOR_WEIGHTS)},
     )

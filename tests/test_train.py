@@ -71,6 +71,7 @@ def held_out_auc(weights: Path, cache: Path) -> tuple[float, float]:
     return detection_metrics(labels, scores)["auc"], detection_metrics(v_labels, v_scores)["auc"]
 
 
+@pytest.mark.slow
 def test_meta_learning_detects_held_out_generated_videos(caches: tuple[Path, Path], tmp_path: Path) -> None:
     train, held = caches
     run = tmp_path / "run"
@@ -120,6 +121,7 @@ def _resume_step(path: Path) -> int:
         return -1
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(caches: tuple[Path, Path], tmp_path: Path) -> None:
     train, _ = caches
     args = [
@@ -178,6 +180,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_equals_one_process_with_the_same_global_batch(
     caches: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -394,19 +397,16 @@ def test_face_options_reach_the_trained_model_and_its_checkpoint(caches: tuple[P
     assert (model.config.vision.face_px, model.config.vision.face_jpeg) == (24, 70)
 
 
-def test_export_puts_the_threshold_at_a_stated_false_alarm_rate(caches: tuple[Path, Path], tmp_path: Path) -> None:
+def test_export_puts_the_threshold_at_a_stated_false_alarm_rate(
+    caches: tuple[Path, Path], tiny_weights: Path, tmp_path: Path
+) -> None:
     """gmdf weights export --calibrate CACHE --max-fpr 0.25: at most a quarter of the split's real videos score at
     or above the stored threshold, and it is the lowest such threshold (scored with the file as shipped, fp16)."""
     from gmdf_cli.engine.batching import score_cached
-    from gmdf_cli.weights import save_checkpoint
-
-    from .conftest import perturbed
 
     _, held = caches  # every crop of the held-out cache is a "test" crop
-    torch.manual_seed(0)
-    trained = save_checkpoint(perturbed(build_model(get_config("vit-tiny"))), tmp_path / "last.safetensors")
     target = tmp_path / "ship.safetensors"
-    export = ["weights", "export", str(trained), str(target), "--calibrate", str(held), "--split", "test"]
+    export = ["weights", "export", str(tiny_weights), str(target), "--calibrate", str(held), "--split", "test"]
     done = invoke_gmdf(*export, "--max-fpr", "0.25")
     assert done.returncode == 0, done.stderr
     model, _, meta = load_weights(str(target))
@@ -424,5 +424,5 @@ def test_export_puts_the_threshold_at_a_stated_false_alarm_rate(caches: tuple[Pa
     failed = invoke_gmdf(*export[:-1], "val", "--max-fpr", "0.1")
     assert failed.returncode != 0 and "no val crops" in failed.stderr and target.read_bytes() == before
 
-    alone = invoke_gmdf("weights", "export", str(trained), str(tmp_path / "x.safetensors"), "--max-fpr", "0.1")
+    alone = invoke_gmdf("weights", "export", str(tiny_weights), str(tmp_path / "x.safetensors"), "--max-fpr", "0.1")
     assert alone.returncode != 0 and "Traceback" not in alone.stderr and "--calibrate" in alone.stderr

@@ -163,6 +163,7 @@ def _predict_in_subprocess(spec: str, images: Path, env: dict[str, str]) -> dict
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 def test_hub_download_cache_offline_and_tampering(tiny_model, tmp_path: Path) -> None:
     ckpt = save_checkpoint(tiny_model, tmp_path / "model.safetensors")
     blob = ckpt.read_bytes()
