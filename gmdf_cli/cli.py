@@ -221,6 +221,17 @@ def sampling_options(f: Any) -> Any:
     )
 
 
+detect_every_option = click.option(
+    "--detect-every",
+    type=click.IntRange(min=1),
+    default=DETECT_EVERY,
+    show_default=True,
+    help="Detect faces on every K-th sampled video frame (and on scene cuts and lost faces), carrying them between; "
+    "1: on every frame.",
+)
+"""The same key-frame detection for scan, eval and robustness, so that their scores agree."""
+
+
 def _device(spec: str) -> str:
     """Check --device before any work (one clear line if it does not exist); returns the resolved name."""
     from .device import resolve_device
@@ -371,14 +382,7 @@ def weights_path(name: str) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @detector_options
 @click.option("--max-faces", type=click.IntRange(min=1), default=8, show_default=True, help="Faces scored per frame.")
-@click.option(
-    "--detect-every",
-    type=click.IntRange(min=1),
-    default=DETECT_EVERY,
-    show_default=True,
-    help="Detect faces on every K-th sampled video frame (and on scene cuts and lost faces), carrying them between; "
-    "1: on every frame.",
-)
+@detect_every_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON report on stdout.")
 @click.option("--csv", "csv", type=click.Path(path_type=Path), callback=_output_file, help="One row per scored face.")
 @click.option(
@@ -650,6 +654,7 @@ def train(resume: Path | None, **options: Any) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--frames", type=click.IntRange(min=1), default=32, show_default=True, help="FOLDER: frames per video.")
 @detector_options
+@detect_every_option
 @json_option
 @click.option(
     "--out",
@@ -765,6 +770,7 @@ def _corruptions(text: str) -> list[str]:
 @click.option("--domains", help="Prepared cache: comma-separated domains (default: all).")
 @click.option("--split", default="test", show_default=True, help="Prepared cache: split (or all).")
 @detector_options
+@detect_every_option
 @json_option
 @precision_option
 @device_option

@@ -17,6 +17,7 @@ from ..data.cache import read_index
 from ..data.faces import DetectorOptions
 from ..data.media import Sampling, labelled_items
 from ..engine import Engine, EngineOptions, score_cached
+from ..engine.keyframes import DETECT_EVERY
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..model import GMDF
@@ -56,6 +57,7 @@ class EvalRequest:
     threshold: float = 0.5
     frames: int = 32
     detector: DetectorOptions = field(default_factory=DetectorOptions)
+    detect_every: int = DETECT_EVERY
     out: Path | None = None
     device: str = "auto"
     precision: str = "fp32"
@@ -93,7 +95,7 @@ def score_folder(model: GMDF, request: EvalRequest, console: Console) -> tuple[d
     engine = Engine(
         model,
         face_detector(request.detector, device, console),
-        EngineOptions(Sampling(request.frames), keep_crops=0, provenance=False),
+        EngineOptions(Sampling(request.frames), keep_crops=0, detect_every=request.detect_every, provenance=False),
     )
     scored = Scored()
     unusable: list[str] = []
