@@ -3,6 +3,7 @@ Choices and their help come from the registries: configs, dataset layouts, corru
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import signal
 import sys
@@ -685,8 +686,8 @@ def eval_command(protocol: str | None, as_json: bool, device: str, domains: str 
 
     if options["cache"] is None and options["folder"] is None:
         raise click.UsageError("give a FOLDER with real/ and fake/, or --data CACHE --domains ...")
-    protocol_only = ("config", "epochs", "batch_size", "seed")
-    fields = {k: v for k, v in options.items() if k not in protocol_only}
+    known = {f.name for f in dataclasses.fields(EvalRequest)}  # the others (--epochs, --seed...) are --protocol's
+    fields = {k: v for k, v in options.items() if k in known}
     levels = run_eval(EvalRequest(domains=_split(domains), device=device, **fields), err)
     if as_json:
         _emit_json(as_report(levels))

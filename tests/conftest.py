@@ -19,7 +19,20 @@ DETECTOR_WEIGHTS = SHARED / "weights"
 
 HAVE_RETINAFACE = (DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth").is_file()
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (`-n N`) the workers share the cores: each takes its share, and the gmdf processes a test
+# starts inherit it, so that N workers never run more torch threads than there are cores (more would not only
+# share them, OpenMP's waiting threads would slow every worker many times over)
+_THREADS = max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+torch.set_num_threads(_THREADS)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of an ``xdist_group`` first: under ``-n 2 --dist loadgroup`` a group runs on one worker, and the
+    groups are the suite's longest jobs (test_train.py's), so that starting them first lets both workers end
+    together. Without xdist the order changes nothing a test may rely on."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
 
 
 def detector_options() -> DetectorOptions:
