@@ -35,8 +35,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -58,7 +56,9 @@ from ..model import (
 )
 from ..report.render import plain
 from ..weights import save_checkpoint
+from . import checkpoint
 from .augment import ONLINE_DOMAIN
+from .checkpoint import RESUME_FILE, ResumeState
 from .data import BalancedSampler, Crop, load_batch, read_index, select
 from .distributed import Distributed, all_rows, mean_over_ranks
 from .loader import LoadedStep, StepPlanner, step_loader
@@ -68,7 +68,6 @@ DEFAULT_LR = {"vit-b-16": 3e-6, "vit-tiny": 1e-3, "cnn-small": 1e-3, "mnv2": 3e-
 ImageNet fine-tuning rates, towers from random weights faster. Every config in the registry has one."""
 DEFAULT_INNER_LR = 0.01
 """beta of eq. 10: the meta-train phase's plain gradient-descent step on theta_E (the papers give no value)."""
-RESUME_FILE = "resume.safetensors"
 
 
 @dataclass
@@ -507,62 +506,49 @@ class Trainer:
     def save_resume(self) -> None:
         if not self.dist.main:
             return
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        for idx, state in opt["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{idx}.{key}"] = value.detach().cpu().clone().contiguous()
-        tensors["rng.generator"] = self.plan_state["generator"]  # as after the last step run, not as read ahead
-        tensors["rng.torch"] = torch.get_rng_state()
-        meta = {
-            "step": str(self.step),
-            "best": repr(self.best),
-            "per_domain": str(self.per_domain),
-            "per_test": str(self.per_test),
-            "world_size": str(self.dist.world),
-            "grad_scaler": json.dumps(self.scaler.state_dict()),
-            "sampler": json.dumps(self.plan_state["sampler"]),
-            "scheduler": json.dumps(self.scheduler.state_dict()),
-            "param_groups": json.dumps(opt["param_groups"]),
-            "python_random": json.dumps(random.getstate(), default=list),
-            "history": json.dumps(self.history),
-            "request": json.dumps(dataclasses.asdict(self.req)),
-        }
-        with atomic_path(self.run / RESUME_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata=meta)
+        state = ResumeState(
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            planner=self.plan_state,  # as after the last step run, not as read ahead
+            torch_rng=torch.get_rng_state(),
+            python_random=random.getstate(),
+            grad_scaler=self.scaler.state_dict(),
+            step=self.step,
+            best=self.best,
+            per_domain=self.per_domain,
+            per_test=self.per_test,
+            world_size=self.dist.world,
+            history=self.history,
+            request=dataclasses.asdict(self.req),
+        )
+        checkpoint.save_resume(self.run / RESUME_FILE, state)
 
     def load_resume(self) -> None:
         path = self.run / RESUME_FILE
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata()
-            keys = list(fh.keys())
-            model_state = {k[len("model.") :]: fh.get_tensor(k) for k in keys if k.startswith("model.")}
-            optim: dict[int, dict[str, torch.Tensor]] = {}
-            for k in keys:
-                if k.startswith("optim."):
-                    _, idx, name = k.split(".", 2)
-                    optim.setdefault(int(idx), {})[name] = fh.get_tensor(k)
-            generator = fh.get_tensor("rng.generator")
-            torch.set_rng_state(fh.get_tensor("rng.torch"))
-        saved = (int(meta.get("per_domain", self.per_domain)), int(meta.get("per_test", meta.get("per_domain", 0))))
+        state = checkpoint.load_resume(path)
+        saved = (
+            self.per_domain if state.per_domain is None else state.per_domain,
+            self.per_test if state.per_test is None else state.per_test,
+        )
         if saved != (self.per_domain, self.per_test):
             raise UsageError(
                 f"{path} was trained with {saved[0]} crops per meta-train domain and {saved[1]} meta-test crops per "
-                f"step ({meta.get('world_size', '1')} process(es)); here it would be {self.per_domain} and "
-                f"{self.per_test}: resume with a process count that divides both"
+                f"step ({state.world_size} process(es)); here it would be {self.per_domain} and {self.per_test}: "
+                "resume with a process count that divides both"
             )
-        self.model.load_state_dict(model_state)
-        self.optimizer.load_state_dict({"state": optim, "param_groups": json.loads(meta["param_groups"])})
-        self.scheduler.load_state_dict(json.loads(meta["scheduler"]))
-        self.planner.load_state({"generator": generator, "sampler": json.loads(meta["sampler"])})
+        torch.set_rng_state(state.torch_rng)
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        self.planner.load_state(state.planner)
         self.plan_state = self.planner.state()
-        if "grad_scaler" in meta and self.scaler.is_enabled():
-            self.scaler.load_state_dict(json.loads(meta["grad_scaler"]))
-        state = json.loads(meta["python_random"])
-        random.setstate((state[0], tuple(state[1]), state[2]))
-        self.step = int(meta["step"])
-        self.best = float(meta["best"])
-        self.history = json.loads(meta["history"])
+        if state.grad_scaler is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state.grad_scaler)
+        random.setstate(state.python_random)
+        self.step = state.step
+        self.best = state.best
+        self.history = state.history
 
     def _save_model(self, name: str) -> None:
         if self.dist.main:
