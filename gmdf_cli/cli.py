@@ -24,7 +24,7 @@ from .data.synth import KINDS, MASKS
 from .engine.keyframes import DETECT_EVERY
 from .errors import EXIT_FAILURE, EXIT_USAGE, GMDFError, Terminated, interrupt_exit_code
 from .model.config import CONFIG_HELP, CONFIGS
-from .report.render import plain
+from .terminal import plain
 from .version import __version__
 
 err = Console(stderr=True, highlight=False)

@@ -14,7 +14,7 @@ from rich.console import Console
 from ..data.detectors import DetectorOptions
 from ..errors import UsageError
 from ..fileio import write_text_atomic
-from ..report.render import plain
+from ..terminal import plain
 from ..version import __version__
 
 if TYPE_CHECKING:  # torch loads with the first detector or model, not with this module

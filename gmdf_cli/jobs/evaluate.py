@@ -22,8 +22,9 @@ from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..model import GMDF
 from ..progress import progress_bar
-from ..report.render import plain, write_json
+from ..report.render import write_json
 from ..report.results import BothLevels, DomainMetrics, EvalReport, LevelMetrics
+from ..terminal import plain
 from ..weights import DEFAULT_WEIGHTS, load_weights
 from .common import face_detector
 

@@ -27,7 +27,7 @@ from ..engine import Engine, EngineOptions
 from ..errors import GMDFError, UsageError
 from ..fileio import write_text_atomic
 from ..progress import progress_bar
-from ..report.render import plain
+from ..terminal import plain
 from .common import face_detector, record_settings
 
 CROP_SIZE = 224

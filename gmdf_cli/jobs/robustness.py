@@ -34,8 +34,9 @@ from ..engine.keyframes import DETECT_EVERY
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..progress import progress_bar
-from ..report.render import contact_sheet, plain, write_json
+from ..report.render import contact_sheet, write_json
 from ..report.results import RobustnessReport, SweepMetrics
+from ..terminal import plain
 from ..weights import DEFAULT_WEIGHTS, load_weights
 from .common import face_detector, record_settings
 

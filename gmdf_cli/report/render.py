@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..fileio import atomic_path, write_text_atomic
+from ..terminal import plain
 from .results import (
     FileResult,
     LevelMetrics,
@@ -76,13 +77,6 @@ class CsvWriter:
 
     def close(self) -> None:
         self.handle.close()
-
-
-def plain(text: str) -> str:
-    """Untrusted text (a file name, a path, an error message) for the terminal: control characters (escape codes
-    that could recolour or rewrite what the screen shows) made visible as ``\\xNN``, then rich markup escaped."""
-    shown = "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
-    return escape(shown)
 
 
 def write_json(path: Path, report: Any) -> None:

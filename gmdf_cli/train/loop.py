@@ -54,7 +54,7 @@ from ..model import (
     get_config,
     mim_loss,
 )
-from ..report.render import plain
+from ..terminal import plain
 from ..weights import save_checkpoint
 from . import checkpoint
 from .augment import ONLINE_DOMAIN

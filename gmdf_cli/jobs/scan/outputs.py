@@ -11,9 +11,10 @@ from typing import TypeVar
 from rich.console import Console
 
 from ...fileio import append_line, write_text_atomic
-from ...report.render import CsvWriter, FileImages, html_report, plain, write_artifacts, write_json
+from ...report.render import CsvWriter, FileImages, html_report, write_artifacts, write_json
 from ...report.results import FileResult, ScanReport
 from ...report.schema import dumps
+from ...terminal import plain
 from .request import ScanRequest
 from .scanner import Done
 

@@ -32,8 +32,8 @@ from rich.console import Console
 from ...data.media import MediaItem
 from ...engine.pipeline import one_line
 from ...errors import EXIT_USAGE, GMDFError, UsageError
-from ...report.render import plain
 from ...report.results import FileResult
+from ...terminal import plain
 from .request import RunInfo, ScanRequest, open_detector
 from .scanner import Done, Indexed, cam_model, faces_for
 

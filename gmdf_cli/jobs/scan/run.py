@@ -13,8 +13,9 @@ from rich.console import Console
 from ...data.media import MediaItem, discover
 from ...errors import EXIT_FAILURE, EXIT_OK, UsageError, interrupt_exit_code
 from ...progress import progress_bar
-from ...report.render import plain, prepare_plots
+from ...report.render import prepare_plots
 from ...report.results import FileResult, ScanReport
+from ...terminal import plain
 from ...version import __version__
 from ..common import environment, now
 from .journal import finished_rows, take_over
