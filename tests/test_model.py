@@ -21,6 +21,7 @@ from gmdf_cli.model import (
     random_patch_mask,
     scaled_agg_layers,
 )
+from gmdf_cli.model.config import TOWER_KINDS
 
 from .conftest import perturbed
 
@@ -217,6 +218,19 @@ def test_config_json_round_trip_and_validation() -> None:
         cfg.with_domains(["a", "a"])
     with pytest.raises(ValueError):
         cfg.replace(agg_layers=(9,))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_every_config_aggregates_only_blocks_its_tower_has(name: str) -> None:
+    """Each tower kind's spec (``TOWER_KINDS``) says how deep its tower is and the lowest block eq. 7-8 may use:
+    the config's own layers are inside, one past either end is refused."""
+    cfg = get_config(name)
+    tower = TOWER_KINDS[cfg.vision.kind]
+    depth = tower.depth(cfg.vision)
+    assert all(tower.first_agg <= i < depth for i in cfg.agg_layers)
+    for outside in (depth, tower.first_agg - 1):
+        with pytest.raises(ValueError, match="agg_layers"):
+            cfg.replace(agg_layers=(outside,))
 
 
 def test_patch_mask_hides_exactly_the_ratio() -> None:

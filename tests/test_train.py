@@ -352,14 +352,24 @@ def test_train_defaults_to_the_papers_setting() -> None:
     assert request.align_weight == request.mim_weight == 1.0  # the paper sums its losses with weight 1
 
 
-def test_every_registered_config_has_its_own_default_learning_rate() -> None:
+def test_a_config_registered_in_one_call_trains_at_its_own_rate() -> None:
     """A config added to the registry without a rate used to fall back to 1e-5 unnoticed (mnv2 trained 30x too
-    slowly); now each registered config names its rate and an unregistered one is a KeyError, not a guess."""
-    from gmdf_cli.model.config import CONFIGS
-    from gmdf_cli.train.loop import DEFAULT_LR
+    slowly). ``register_config`` takes the config, its help line and its rate together, so a registered config
+    always has its own rate; an unregistered name is a KeyError, not a guess; a name is registered once."""
+    from gmdf_cli.model.config import CONFIG_HELP, CONFIGS, DEFAULT_LR, register_config
 
-    assert set(DEFAULT_LR) == set(CONFIGS)
+    assert set(DEFAULT_LR) == set(CONFIGS) == set(CONFIG_HELP)
     assert TrainRequest(domains=["ff"], data="-", out="-", config="mnv2").learning_rate == 3e-4
+    added = get_config("vit-tiny").replace(name="vit-tiny-slow")
+    register_config(added, "vit-tiny at a slow rate", 2e-5)
+    try:
+        assert TrainRequest(domains=["ff"], data="-", out="-", config="vit-tiny-slow").learning_rate == 2e-5
+        assert get_config("vit-tiny-slow") == added and CONFIG_HELP["vit-tiny-slow"] == "vit-tiny at a slow rate"
+        with pytest.raises(ValueError, match="already registered"):
+            register_config(added, "again", 1e-3)
+    finally:
+        for registry in (CONFIGS, CONFIG_HELP, DEFAULT_LR):
+            registry.pop("vit-tiny-slow", None)
     with pytest.raises(KeyError):
         _ = TrainRequest(domains=["ff"], data="-", out="-", config="not-registered").learning_rate
 

@@ -11,6 +11,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from ..data.faces import InputFormat, to_model_input
 from ..model import GMDF
+from ..model.config import TOWER_KINDS
 
 FAKE = 1
 
@@ -25,7 +26,7 @@ def _tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
 def gradcam_maps(model: GMDF, crops: list[np.ndarray], batch_size: int = 8) -> np.ndarray:
     """Grad-CAM maps for BGR face crops (N, S, S, 3) -> (N, S, S) in [0, 1], explaining P(fake)."""
     maps = []
-    reshape = _tokens_to_grid if model.config.vision.kind == "vit" else None
+    reshape = _tokens_to_grid if TOWER_KINDS[model.config.vision.kind].cam_tokens else None
     fmt = InputFormat.of(model.config.vision)
     with GradCAM(model=model, target_layers=[model.visual.cam_target()], reshape_transform=reshape) as cam:
         for start in range(0, len(crops), batch_size):

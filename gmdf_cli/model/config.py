@@ -5,19 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 WILDCARD = "*"
 """Name of the wildcard domain e_dom^0 (eq. 9), used for every unknown or unseen domain."""
-
-
-TOWER_KINDS: dict[str, str] = {
-    "vit": "CLIP's Vision Transformer (GM-DF's experts and DNorm in every block)",
-    "resnet": "CLIP's modified ResNet with attention pooling (GM-DF's parts per stage)",
-    "mobilenet": "ImageNet MobileNetV2 (Keras's, from nsfwjs) with GM-DF's parts in its later blocks",
-}
-"""The image towers a config may name (``VisionConfig.kind``); ``gmdf_cli.model.gmdf.TOWERS`` builds them."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +49,51 @@ class TextConfig:
     width: int = 512
     heads: int = 8
     layers: int = 12
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """What gmdf knows of one image tower kind (``VisionConfig.kind``) before building it: its help line, how many
+    blocks (or stages) eq. 7-8's aggregation may pick from and the lowest it may pick, what a config's ``vision``
+    must hold for it, and whether its Grad-CAM target emits tokens (``[B, 1 + grid**2, C]``, reshaped to a grid) or
+    a feature map. ``gmdf_cli.model.gmdf.TOWERS`` holds the module that builds each kind."""
+
+    description: str
+    depth: Callable[[VisionConfig], int]
+    first_agg: int = 0
+    check: Callable[[VisionConfig], str | None] = lambda vision: None
+    """An error message for a ``vision`` this tower cannot be built from, else None."""
+    cam_tokens: bool = False
+
+
+def _resnet_check(vision: VisionConfig) -> str | None:
+    return None if len(vision.stage_layers) == 4 else "a ResNet tower needs stage_layers for its 4 stages"
+
+
+def _mobilenet_check(vision: VisionConfig) -> str | None:
+    ok = vision.patch_size == 16 and 0 <= vision.expert_from < 17
+    return None if ok else "a MobileNetV2 tower needs patch_size 16 and expert_from in 0..16"
+
+
+TOWER_KINDS: dict[str, TowerSpec] = {
+    "vit": TowerSpec(
+        "CLIP's Vision Transformer (GM-DF's experts and DNorm in every block)",
+        depth=lambda vision: vision.layers,
+        first_agg=1,
+        cam_tokens=True,
+    ),
+    "resnet": TowerSpec(
+        "CLIP's modified ResNet with attention pooling (GM-DF's parts per stage)",
+        depth=lambda vision: 3,
+        check=_resnet_check,
+    ),
+    "mobilenet": TowerSpec(
+        "ImageNet MobileNetV2 (Keras's, from nsfwjs) with GM-DF's parts in its later blocks",
+        depth=lambda vision: 17,
+        check=_mobilenet_check,
+    ),
+}
+"""The image towers a config may name (``VisionConfig.kind``); ``gmdf_cli.model.gmdf.TOWERS`` builds them."""
 
 
 @dataclass(frozen=True)
@@ -99,14 +137,13 @@ class GMDFConfig:
             raise ValueError("a GM-DF config needs at least one source domain")
         if len(set(self.domains)) != len(self.domains) or WILDCARD in self.domains:
             raise ValueError(f"domain names must be unique and not {WILDCARD!r}: {self.domains}")
-        if self.vision.kind not in TOWER_KINDS:
+        tower = TOWER_KINDS.get(self.vision.kind)
+        if tower is None:
             raise ValueError(f"unknown vision tower kind {self.vision.kind!r}")
-        if self.vision.kind == "resnet" and len(self.vision.stage_layers) != 4:
-            raise ValueError("a ResNet tower needs stage_layers for its 4 stages")
-        if self.vision.kind == "mobilenet" and (self.vision.patch_size != 16 or not 0 <= self.vision.expert_from < 17):
-            raise ValueError("a MobileNetV2 tower needs patch_size 16 and expert_from in 0..16")
-        depth = {"vit": self.vision.layers, "resnet": 3, "mobilenet": 17}[self.vision.kind]
-        low = 1 if self.vision.kind == "vit" else 0
+        problem = tower.check(self.vision)
+        if problem:
+            raise ValueError(problem)
+        depth, low = tower.depth(self.vision), tower.first_agg
         bad = [i for i in self.agg_layers if not low <= i < depth]
         if bad:
             raise ValueError(f"agg_layers {bad} outside {low}..{depth - 1}")
@@ -205,24 +242,29 @@ def _mobilenet_v2() -> GMDFConfig:
     )
 
 
-CONFIGS: dict[str, GMDFConfig] = {
-    "vit-b-16": GMDFConfig(name="vit-b-16", quick_gelu=True),
-    "vit-tiny": _tiny(),
-    "cnn-small": _cnn_small(),
-    "mnv2": _mobilenet_v2(),
-}
-"""Registry of named model shapes. ``vit-b-16`` is the paper's; ``vit-tiny`` is for tests and CPU runs;
-``cnn-small`` is a CLIP-style ResNet tower (as in the journal version's ResNet backbones) that learns from little
-data on a CPU; ``mnv2`` is an ImageNet-pretrained MobileNetV2 with GM-DF's parts, sized for CPUs."""
-
-
-CONFIG_HELP: dict[str, str] = {
-    "vit-b-16": "the paper's CLIP ViT-B/16, from pretrained CLIP",
-    "cnn-small": "a CLIP-style ResNet tower sized for CPUs",
-    "vit-tiny": "a toy ViT for tests",
-    "mnv2": "an ImageNet MobileNetV2 tower sized for CPUs",
-}
+CONFIGS: dict[str, GMDFConfig] = {}
+"""Registry of named model shapes (``register_config``)."""
+CONFIG_HELP: dict[str, str] = {}
 """One line per registered config, for help texts."""
+DEFAULT_LR: dict[str, float] = {}
+"""Adam's rate delta (eq. 12) that ``gmdf train`` uses for a config unless ``--lr`` is given."""
+
+
+def register_config(config: GMDFConfig, help: str, lr: float) -> GMDFConfig:
+    """Add a named config with its help line and default learning rate: every fact of a config in one call, so
+    none can be missing (a config without its own rate once trained at another tower's)."""
+    if config.name in CONFIGS:
+        raise ValueError(f"a config named {config.name!r} is already registered")
+    CONFIGS[config.name], CONFIG_HELP[config.name], DEFAULT_LR[config.name] = config, help, lr
+    return config
+
+
+# CLIP's own towers fine-tune slowly, a pretrained MobileNetV2 at ImageNet fine-tuning rates, towers from random
+# weights faster
+register_config(GMDFConfig(name="vit-b-16", quick_gelu=True), "the paper's CLIP ViT-B/16, from pretrained CLIP", 3e-6)
+register_config(_tiny(), "a toy ViT for tests", 1e-3)
+register_config(_cnn_small(), "a CLIP-style ResNet tower sized for CPUs", 1e-3)
+register_config(_mobilenet_v2(), "an ImageNet MobileNetV2 tower sized for CPUs", 3e-4)
 
 
 def get_config(name: str) -> GMDFConfig:

@@ -54,6 +54,7 @@ from ..model import (
     get_config,
     mim_loss,
 )
+from ..model.config import DEFAULT_LR
 from ..terminal import plain
 from ..weights import save_checkpoint
 from . import checkpoint
@@ -63,9 +64,6 @@ from .data import BalancedSampler, Crop, load_batch, read_index, select
 from .distributed import Distributed, all_rows, mean_over_ranks
 from .loader import LoadedStep, StepPlanner, step_loader
 
-DEFAULT_LR = {"vit-b-16": 3e-6, "vit-tiny": 1e-3, "cnn-small": 1e-3, "mnv2": 3e-4}
-"""Adam's rate delta (eq. 12) per registered config: CLIP's own towers fine-tune slowly, a pretrained MobileNetV2 at
-ImageNet fine-tuning rates, towers from random weights faster. Every config in the registry has one."""
 DEFAULT_INNER_LR = 0.01
 """beta of eq. 10: the meta-train phase's plain gradient-descent step on theta_E (the papers give no value)."""
 
