@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 
 from gmdf_cli.model import build_clip, build_model, get_config
-from gmdf_cli.model.gmdf import PRETRAINED_TOWERS
+from gmdf_cli.model.mobilenet import PRETRAINED_TOWERS
 from gmdf_cli.tools.tfjs import read_nsfwjs
 from gmdf_cli.weights.registry import SHIPPED_DIR
 

@@ -233,6 +233,15 @@ def test_every_config_aggregates_only_blocks_its_tower_has(name: str) -> None:
             cfg.replace(agg_layers=(outside,))
 
 
+@pytest.mark.parametrize("kind", list(TOWER_KINDS))
+def test_every_tower_spec_names_code_that_exists(kind: str) -> None:
+    """A ``TowerSpec`` names its encoder (and backbone builder) as text, imported when a model is built: each name
+    must be a class of torch's modules (and a function)."""
+    spec = TOWER_KINDS[kind]
+    assert issubclass(spec.load(spec.encoder), nn.Module)
+    assert spec.backbone is None or callable(spec.load(spec.backbone))
+
+
 def test_patch_mask_hides_exactly_the_ratio() -> None:
     mask = random_patch_mask(4, 196, 0.2, torch.Generator().manual_seed(0))
     assert mask.shape == (4, 196)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 from collections.abc import Callable
@@ -56,14 +57,25 @@ class TowerSpec:
     """What gmdf knows of one image tower kind (``VisionConfig.kind``) before building it: its help line, how many
     blocks (or stages) eq. 7-8's aggregation may pick from and the lowest it may pick, what a config's ``vision``
     must hold for it, and whether its Grad-CAM target emits tokens (``[B, 1 + grid**2, C]``, reshaped to a grid) or
-    a feature map. ``gmdf_cli.model.gmdf.TOWERS`` holds the module that builds each kind."""
+    a feature map; and where the code that builds it lives."""
 
     description: str
     depth: Callable[[VisionConfig], int]
+    encoder: str
+    """``"module:Class"`` of GM-DF's image encoder around ``clip.visual``, imported when a model is built."""
+    backbone: str | None = None
+    """``"module:function"``, ``(config, pretrained) -> CLIP`` with this tower, for a tower open_clip does not
+    build (None: open_clip's CLIP from ``clip_shape``)."""
     first_agg: int = 0
     check: Callable[[VisionConfig], str | None] = lambda vision: None
     """An error message for a ``vision`` this tower cannot be built from, else None."""
     cam_tokens: bool = False
+
+    @staticmethod
+    def load(path: str) -> Any:
+        """The object a ``"module:name"`` path names (the module is imported now, not when the CLI starts)."""
+        module, _, name = path.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
 def _resnet_check(vision: VisionConfig) -> str | None:
@@ -79,21 +91,26 @@ TOWER_KINDS: dict[str, TowerSpec] = {
     "vit": TowerSpec(
         "CLIP's Vision Transformer (GM-DF's experts and DNorm in every block)",
         depth=lambda vision: vision.layers,
+        encoder="gmdf_cli.model.gmdf:GMDFImageEncoder",
         first_agg=1,
         cam_tokens=True,
     ),
     "resnet": TowerSpec(
         "CLIP's modified ResNet with attention pooling (GM-DF's parts per stage)",
         depth=lambda vision: 3,
+        encoder="gmdf_cli.model.conv:GMDFConvImageEncoder",
         check=_resnet_check,
     ),
     "mobilenet": TowerSpec(
         "ImageNet MobileNetV2 (Keras's, from nsfwjs) with GM-DF's parts in its later blocks",
         depth=lambda vision: 17,
+        encoder="gmdf_cli.model.mobilenet:GMDFMobileNetImageEncoder",
+        backbone="gmdf_cli.model.mobilenet:mobilenet_clip",
         check=_mobilenet_check,
     ),
 }
-"""The image towers a config may name (``VisionConfig.kind``); ``gmdf_cli.model.gmdf.TOWERS`` builds them."""
+"""The tower registry: the image towers a config may name (``VisionConfig.kind``). A new tower is one module (its
+encoder, and its backbone where open_clip has none) and its entry here."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +203,30 @@ class GMDFConfig:
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)} (checkpoint from a newer gmdf?)")
         return cls(**raw)
+
+
+def clip_shape(cfg: GMDFConfig) -> dict[str, Any]:
+    """open_clip's ``CLIP(**shape)`` arguments for ``cfg``'s backbone."""
+    v, t = cfg.vision, cfg.text
+    return {
+        "embed_dim": cfg.embed_dim,
+        "quick_gelu": cfg.quick_gelu,
+        "vision_cfg": {
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "width": v.width,
+            "layers": list(v.stage_layers) if v.kind == "resnet" else v.layers,
+            "head_width": v.head_width,
+            "mlp_ratio": v.mlp_ratio,
+        },
+        "text_cfg": {
+            "context_length": t.context_length,
+            "vocab_size": t.vocab_size,
+            "width": t.width,
+            "heads": t.heads,
+            "layers": t.layers,
+        },
+    }
 
 
 def scaled_agg_layers(depth: int) -> tuple[int, ...]:

@@ -6,7 +6,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import open_clip
 import torch
@@ -25,9 +25,7 @@ from .components import (
     domain_vector,
     modulate,
 )
-from .config import WILDCARD, GMDFConfig
-from .conv import GMDFConvImageEncoder
-from .mobilenet import GMDFMobileNetImageEncoder, MobileNetV2Visual
+from .config import TOWER_KINDS, WILDCARD, GMDFConfig, clip_shape
 
 Domain = int | torch.Tensor
 """A domain index for the whole batch (int) or per sample (LongTensor (B,)); 0 is the wildcard."""
@@ -137,6 +135,20 @@ class GMDFImageEncoder(nn.Module):
         return pooled, x[:, 1:]
 
 
+class ImageTower(Protocol):
+    """What GM-DF asks of an image tower (``TowerSpec.encoder``): pooled features and MIM tokens for images
+    (B, 3, H, W), their domains (B,) or one index for all, and an optional patch mask; the width of its tokens;
+    the layer Grad-CAM looks at."""
+
+    token_dim: int
+
+    def __call__(
+        self, images: torch.Tensor, domain: int | torch.Tensor = 0, patch_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def cam_target(self) -> nn.Module: ...
+
+
 @dataclass
 class GMDFOutput:
     """What one training forward gives: features (B, E) L2-normalised, prompt logits (B, N+1, 2), the real/fake
@@ -165,7 +177,9 @@ class GMDF(nn.Module):
         self.config = cfg
         backbone_ids = {id(p) for p in clip.parameters()}
         image_ids = {id(p) for p in clip.visual.parameters()}
-        self.visual: ImageTower = TOWERS[cfg.vision.kind](clip.visual, cfg)
+        self.visual: ImageTower = TOWER_KINDS[cfg.vision.kind].load(TOWER_KINDS[cfg.vision.kind].encoder)(
+            clip.visual, cfg
+        )
         self.text: TextEncoder | None = TextEncoder(clip)
         ids, dom_slots, cls_slot, class_init = _prompt_template(cfg, clip.token_embedding)
         self.prompts = DomainClassPrompts(ids, dom_slots, cls_slot, class_init, cfg.num_domains, cfg.tau_base)
@@ -307,29 +321,6 @@ def _prompt_template(
     return ids, slots[:-1], slots[-1], class_init
 
 
-def _clip_shape(cfg: GMDFConfig) -> dict[str, Any]:
-    v, t = cfg.vision, cfg.text
-    return {
-        "embed_dim": cfg.embed_dim,
-        "quick_gelu": cfg.quick_gelu,
-        "vision_cfg": {
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "width": v.width,
-            "layers": list(v.stage_layers) if v.kind == "resnet" else v.layers,
-            "head_width": v.head_width,
-            "mlp_ratio": v.mlp_ratio,
-        },
-        "text_cfg": {
-            "context_length": t.context_length,
-            "vocab_size": t.vocab_size,
-            "width": t.width,
-            "heads": t.heads,
-            "layers": t.layers,
-        },
-    }
-
-
 def _open_clip_name(cfg: GMDFConfig) -> str:
     """The open_clip architecture name for ``cfg``; custom shapes are registered with open_clip on the fly."""
     if cfg.clip_model:
@@ -337,71 +328,26 @@ def _open_clip_name(cfg: GMDFConfig) -> str:
     name = f"gmdf-{cfg.name}"
     if name not in open_clip.list_models():
         folder = Path(tempfile.mkdtemp(prefix="gmdf-open-clip-"))
-        (folder / f"{name}.json").write_text(json.dumps(_clip_shape(cfg)))
+        (folder / f"{name}.json").write_text(json.dumps(clip_shape(cfg)))
         open_clip.add_model_config(folder)
     return name
-
-
-ImageTower = GMDFImageEncoder | GMDFConvImageEncoder | GMDFMobileNetImageEncoder
-
-TOWERS: dict[str, type[ImageTower]] = {
-    "vit": GMDFImageEncoder,
-    "resnet": GMDFConvImageEncoder,
-    "mobilenet": GMDFMobileNetImageEncoder,
-}
-"""The tower registry: ``VisionConfig.kind`` -> the GM-DF image encoder built around ``clip.visual`` (CLIP's own
-tower, or for ``mobilenet`` gmdf's :class:`MobileNetV2Visual`)."""
-
-
-PRETRAINED_TOWERS = {"nsfwjs": "mobilenet-v2-nsfwjs.safetensors"}
-"""Pretrained weights of non-CLIP image towers that ship with gmdf (tag -> file in ``weights/shipped``), made by
-``gmdf_cli.tools.tfjs`` from the npm files; their provenance is in each file's metadata."""
-
-
-def _mobilenet_clip(cfg: GMDFConfig, pretrained: str | None) -> nn.Module:
-    """A CLIP whose image tower is :class:`MobileNetV2Visual`, text tower as ``cfg`` says. ``pretrained``: a tag
-    of ``PRETRAINED_TOWERS`` or a converted safetensors file of the bare network; the projection and the text tower
-    start random either way (no CLIP was ever trained on this tower)."""
-    from safetensors.torch import load_file
-
-    shape = _clip_shape(cfg)
-    shape["vision_cfg"] = {"image_size": 32, "patch_size": 16, "width": 64, "layers": 1, "head_width": 64}
-    model = open_clip.CLIP(**shape)  # its throwaway ViT is replaced at once
-    model.visual = MobileNetV2Visual(cfg.embed_dim)
-    if pretrained:
-        from ..weights.registry import SHIPPED_DIR
-
-        path = SHIPPED_DIR / PRETRAINED_TOWERS[pretrained] if pretrained in PRETRAINED_TOWERS else Path(pretrained)
-        if not path.is_file():
-            raise ValueError(
-                f"no MobileNetV2 weights {pretrained!r} (known: {', '.join(PRETRAINED_TOWERS)}, or a file)"
-            )
-        try:
-            tensors = load_file(str(path))
-        except Exception as exc:  # safetensors' own error type for a file that is not one
-            raise ValueError(f"{path.name} is not a safetensors file ({exc})") from None
-        missing, unexpected = model.visual.trunk.load_state_dict(tensors, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise ValueError(
-                f"{path.name} does not fit MobileNetV2: missing {missing[:3]}, unexpected {unexpected[:3]}"
-            )
-    model.train(False)
-    return model
 
 
 def build_clip(cfg: GMDFConfig, pretrained: str | None = None) -> nn.Module:
     """The CLIP backbone for ``cfg``. With ``pretrained`` (an open_clip tag such as ``openai``, or a local CLIP
     checkpoint file) the weights are resolved and loaded by open_clip's own pretrained mechanism; without it the
-    backbone is randomly initialised. A MobileNetV2 config's image tower loads its own weights (``nsfwjs``)."""
-    if cfg.vision.kind == "mobilenet":
-        return _mobilenet_clip(cfg, pretrained)
+    backbone is randomly initialised. A tower open_clip has no CLIP for builds its own (``TowerSpec.backbone``:
+    MobileNetV2's loads its own weights, ``nsfwjs``)."""
+    tower = TOWER_KINDS[cfg.vision.kind]
+    if tower.backbone is not None:
+        backbone: nn.Module = tower.load(tower.backbone)(cfg, pretrained)
+        return backbone
     if pretrained:
         model = open_clip.create_model(
             _open_clip_name(cfg), pretrained=pretrained, force_quick_gelu=cfg.quick_gelu, require_pretrained=True
         )
     else:
-        shape = _clip_shape(cfg)
+        shape = clip_shape(cfg)
         model = open_clip.CLIP(**shape)
     model.train(False)
     return model

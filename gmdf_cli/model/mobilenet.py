@@ -10,15 +10,17 @@ network's own rather than generic edges.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import cast
 
+import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 from .components import DomainBatchNorm, DomainExperts
-from .config import GMDFConfig
+from .config import GMDFConfig, clip_shape
 from .conv import ConvTowerParts
 
 MOBILENET_V2 = (
@@ -187,3 +189,40 @@ class GMDFMobileNetImageEncoder(ConvTowerParts):
                 tokens = x.flatten(2).transpose(1, 2)
         pooled = self.proj(self.head(x).mean(dim=(2, 3)))
         return self.aggregation(pooled, pooled_stages), tokens
+
+
+PRETRAINED_TOWERS = {"nsfwjs": "mobilenet-v2-nsfwjs.safetensors"}
+"""Pretrained weights of non-CLIP image towers that ship with gmdf (tag -> file in ``weights/shipped``), made by
+``gmdf_cli.tools.tfjs`` from the npm files; their provenance is in each file's metadata."""
+
+
+def mobilenet_clip(cfg: GMDFConfig, pretrained: str | None) -> nn.Module:
+    """A CLIP whose image tower is :class:`MobileNetV2Visual`, text tower as ``cfg`` says. ``pretrained``: a tag
+    of ``PRETRAINED_TOWERS`` or a converted safetensors file of the bare network; the projection and the text tower
+    start random either way (no CLIP was ever trained on this tower)."""
+    from safetensors.torch import load_file
+
+    shape = clip_shape(cfg)
+    shape["vision_cfg"] = {"image_size": 32, "patch_size": 16, "width": 64, "layers": 1, "head_width": 64}
+    model = open_clip.CLIP(**shape)  # its throwaway ViT is replaced at once
+    model.visual = MobileNetV2Visual(cfg.embed_dim)
+    if pretrained:
+        from ..weights.registry import SHIPPED_DIR
+
+        path = SHIPPED_DIR / PRETRAINED_TOWERS[pretrained] if pretrained in PRETRAINED_TOWERS else Path(pretrained)
+        if not path.is_file():
+            raise ValueError(
+                f"no MobileNetV2 weights {pretrained!r} (known: {', '.join(PRETRAINED_TOWERS)}, or a file)"
+            )
+        try:
+            tensors = load_file(str(path))
+        except Exception as exc:  # safetensors' own error type for a file that is not one
+            raise ValueError(f"{path.name} is not a safetensors file ({exc})") from None
+        missing, unexpected = model.visual.trunk.load_state_dict(tensors, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ValueError(
+                f"{path.name} does not fit MobileNetV2: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
+    model.train(False)
+    return model
