@@ -230,7 +230,8 @@ detect_every_option = click.option(
     help="Detect faces on every K-th sampled video frame (and on scene cuts and lost faces), carrying them between; "
     "1: on every frame.",
 )
-"""The same key-frame detection for scan, eval and robustness, so that their scores agree."""
+"""The same key-frame detection for scan and eval, so that their scores agree (robustness detects on every frame:
+its clean and corrupted frames must be found alike)."""
 
 
 def _device(spec: str) -> str:
@@ -771,7 +772,6 @@ def _corruptions(text: str) -> list[str]:
 @click.option("--domains", help="Prepared cache: comma-separated domains (default: all).")
 @click.option("--split", default="test", show_default=True, help="Prepared cache: split (or all).")
 @detector_options
-@detect_every_option
 @json_option
 @precision_option
 @device_option

@@ -57,16 +57,10 @@ def make_cache(root: Path, cache: Path, kinds: tuple[str, ...], videos: int, fra
 
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The generated training cache of the three kinds, and the folder it lies in."""
     base = tmp_path_factory.mktemp("synth")
-    return make_cache(base / "train", base / "cache", KINDS, videos=16, frames=4, seed=0), base
-
-
-@pytest.fixture(scope="module")
-def held_cache(caches: tuple[Path, Path]) -> Path:
-    """Held-out videos of the same kinds, every crop a "test" crop."""
-    base = caches[1]
-    return make_cache(base / "held", base / "held_cache", KINDS, videos=8, frames=4, seed=100)
+    train = make_cache(base / "train", base / "cache", KINDS, videos=16, frames=4, seed=0)
+    held = make_cache(base / "held", base / "held_cache", KINDS, videos=8, frames=4, seed=100)
+    return train, held
 
 
 def held_out_auc(weights: Path, cache: Path) -> tuple[float, float]:
@@ -82,10 +76,8 @@ def held_out_auc(weights: Path, cache: Path) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-def test_meta_learning_detects_held_out_generated_videos(
-    caches: tuple[Path, Path], held_cache: Path, tmp_path: Path
-) -> None:
-    train, held = caches[0], held_cache
+def test_meta_learning_detects_held_out_generated_videos(caches: tuple[Path, Path], tmp_path: Path) -> None:
+    train, held = caches
     run = tmp_path / "run"
     out = invoke_gmdf(
         "train",
@@ -420,13 +412,13 @@ def test_face_options_reach_the_trained_model_and_its_checkpoint(caches: tuple[P
 
 
 def test_export_puts_the_threshold_at_a_stated_false_alarm_rate(
-    held_cache: Path, tiny_weights: Path, tmp_path: Path
+    caches: tuple[Path, Path], tiny_weights: Path, tmp_path: Path
 ) -> None:
     """gmdf weights export --calibrate CACHE --max-fpr 0.25: at most a quarter of the split's real videos score at
     or above the stored threshold, and it is the lowest such threshold (scored with the file as shipped, fp16)."""
     from gmdf_cli.engine.batching import score_cached
 
-    held = held_cache  # every crop of the held-out cache is a "test" crop
+    _, held = caches  # every crop of the held-out cache is a "test" crop
     target = tmp_path / "ship.safetensors"
     export = ["weights", "export", str(tiny_weights), str(target), "--calibrate", str(held), "--split", "test"]
     done = invoke_gmdf(*export, "--max-fpr", "0.25")

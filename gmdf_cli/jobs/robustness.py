@@ -30,7 +30,6 @@ from ..data.cache import read_index
 from ..data.faces import DetectorOptions, Face, crop_face
 from ..data.media import Frame, MediaError, MediaItem, OpenedMedia, Sampling, labelled_items, read_frames, read_image
 from ..engine import Engine, EngineOptions, Job, rules, score_crops
-from ..engine.keyframes import DETECT_EVERY
 from ..errors import UsageError
 from ..fileio import write_text_atomic
 from ..progress import progress_bar
@@ -65,7 +64,6 @@ class RobustnessRequest:
     domains: list[str] | None = None
     split: str = "test"
     detector: DetectorOptions = field(default_factory=DetectorOptions)
-    detect_every: int = DETECT_EVERY
     threshold: float = 0.5
     seed: int = 0
     batch_size: int = 32
@@ -281,7 +279,7 @@ class Sweep:
 def _settings(request: RobustnessRequest, weights_sha256: str, detector: Any) -> dict[str, Any]:
     """Everything that changes a record (the face detector that really ran included): a sweep folder holds records
     of these settings only."""
-    fixed = {k: v for k, v in asdict(request).items() if k in ("at", "frames", "split", "seed", "detect_every")}
+    fixed = {k: v for k, v in asdict(request).items() if k in ("at", "frames", "split", "seed")}
     fixed.update(data=str(request.data.resolve()), weights=weights_sha256, det_size=request.detector.det_size)
     fixed["detector"] = [detector.info["name"], detector.info["sha256"]] if detector is not None else None
     return fixed
@@ -304,11 +302,7 @@ def run_robustness(request: RobustnessRequest, console: Console) -> RobustnessRe
     refusal = f"{request.out} holds a sweep with other settings ({request.out / 'sweep.json'}); use another --out"
     record_settings(request.out / "sweep.json", _settings(request, resolved.sha256, detector), refusal)
     options = EngineOptions(
-        Sampling(frames=request.frames),
-        batch_size=request.batch_size,
-        keep_crops=0,
-        detect_every=request.detect_every,
-        provenance=False,
+        Sampling(frames=request.frames), batch_size=request.batch_size, keep_crops=0, provenance=False
     )
     sweep = Sweep(request, Engine(model, detector, options), console)
     summary = sweep.run_cache() if is_cache else sweep.run_folder(items)

@@ -177,9 +177,8 @@ class GMDF(nn.Module):
         self.config = cfg
         backbone_ids = {id(p) for p in clip.parameters()}
         image_ids = {id(p) for p in clip.visual.parameters()}
-        self.visual: ImageTower = TOWER_KINDS[cfg.vision.kind].load(TOWER_KINDS[cfg.vision.kind].encoder)(
-            clip.visual, cfg
-        )
+        tower = TOWER_KINDS[cfg.vision.kind]
+        self.visual: ImageTower = tower.load(tower.encoder)(clip.visual, cfg)
         self.text: TextEncoder | None = TextEncoder(clip)
         ids, dom_slots, cls_slot, class_init = _prompt_template(cfg, clip.token_embedding)
         self.prompts = DomainClassPrompts(ids, dom_slots, cls_slot, class_init, cfg.num_domains, cfg.tau_base)
