@@ -46,7 +46,8 @@ HWM = (
     "    print('VMHWM_KB', line.split()[1], file=sys.stderr)\n"
     "atexit.register(_hwm)\n"
 )
-IMPORTS_ONLY = HWM + "import cv2, torch, open_clip, facexlib.detection, gmdf_cli.jobs.scan\n"
+IMPORTS_ONLY = HWM + "import cv2, torch, open_clip, gmdf_cli.data.faces, gmdf_cli.jobs.scan\n"
+"""The imports of a scan of a CLIP tower (ViT, ResNet): open_clip among them, facexlib's package not."""
 SCAN = (
     HWM + "import sys, runpy\nsys.argv = ['gmdf'] + sys.argv[1:]\nrunpy.run_module('gmdf_cli', run_name='__main__')\n"
 )

@@ -266,11 +266,18 @@ def test_discover_sorts_recurses_and_reports(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAVE_RETINAFACE, reason="needs the RetinaFace weights in ../shared/weights")
 def test_retinaface_with_anchors_made_once_finds_what_facexlib_finds(tmp_path: Path) -> None:
-    """Our detection path (anchors cached per frame size) returns facexlib's own ``detect_faces`` boxes and scores,
-    on frames of two sizes, with two faces and with one, twice over (the second time from the cache)."""
+    """Our detection path (facexlib's network loaded without its package, our anchors cached per frame size, our
+    decoding and OpenCV's NMS) returns facexlib's own ``RetinaFace.detect_faces`` boxes and scores, on frames of two
+    sizes, with two faces and with one, twice over (the second time from the cache)."""
+    from facexlib.detection.retinaface import RetinaFace
+
     from gmdf_cli.data.faces import _downscale, load_detector
 
     detector, _ = load_detector("retinaface", DETECTOR_WEIGHTS)
+    reference = RetinaFace(network_name="mobile0.25", half=False, device="cpu")
+    state = torch.load(DETECTOR_WEIGHTS / "detection_mobilenet0.25_Final.pth", map_location="cpu", weights_only=True)
+    reference.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    reference.train(False)
     write_two_face_video(tmp_path / "two.mp4", frames=2)
     capture = cv2.VideoCapture(str(tmp_path / "two.mp4"))
     _, two_faces = capture.read()
@@ -279,7 +286,7 @@ def test_retinaface_with_anchors_made_once_finds_what_facexlib_finds(tmp_path: P
     with torch.inference_mode():
         for frame in frames * 2:
             small, scale = _downscale(frame, detector.max_side)
-            ref = detector.net.detect_faces(small, conf_threshold=detector.threshold, use_origin_size=True)
+            ref = reference.detect_faces(small, conf_threshold=detector.threshold, use_origin_size=True)
             found = np.array([[*face.box, face.score] for face in detector.detect(frame)]).reshape(-1, 5)
             expected = ref[:, :5] / np.array([scale, scale, scale, scale, 1.0])
             assert found.shape == expected.shape and len(found) >= 1
@@ -373,13 +380,15 @@ main()
 
 @pytest.mark.slow
 def test_an_interrupt_wrapped_in_an_import_error_is_still_an_interrupt(tiny_weights: Path, tmp_path: Path) -> None:
-    """Ctrl-C during matplotlib's import reaches gmdf as ``ImportError: initialization failed`` caused by the
-    interrupt: the scan ends as interrupted (exit 130, its report written), not with a traceback and exit 1."""
+    """Ctrl-C during matplotlib's import (before a video's first frame: its timeline will need it) reaches gmdf as
+    ``ImportError: initialization failed`` caused by the interrupt: the scan ends as interrupted (exit 130, its
+    report written), not with a traceback and exit 1."""
     import subprocess
     import sys
 
-    out_dir = tmp_path / "out"
-    args = ["scan", str(ROOT / "examples" / "astronaut.png"), "--weights", str(tiny_weights), "--out", str(out_dir)]
+    out_dir, video = tmp_path / "out", tmp_path / "two.mp4"
+    write_two_face_video(video, frames=4)
+    args = ["scan", str(video), "--weights", str(tiny_weights), "--out", str(out_dir)]
     done = subprocess.run(
         [sys.executable, "-c", _INTERRUPTED_IMPORT, *args, *detector_args()], capture_output=True, text=True
     )

@@ -1,4 +1,4 @@
-"""Frames -> faces: detection (RetinaFace through facexlib, MTCNN as the offline fallback), square crops around
+"""Frames -> faces: detection (facexlib's RetinaFace, MTCNN as the offline fallback), square crops around
 each face, linking faces across frames into tracks, and turning crops into model input tensors."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import torch
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from torch import nn
 
 from ..errors import WeightsError
 from ..fileio import sha256_file
+from ..model.config import CLIP_MEAN, CLIP_STD
 from . import DETECTION_SIDE
 from .detectors import (
     DETECTOR_ENV,
@@ -30,6 +31,7 @@ from .detectors import (
     find_retinaface,
 )
 from .media import jpeg_roundtrip
+from .retinaface import BGR_MEAN, MobileRetinaFace, decode, priors
 
 CROP_SCALE = 1.3
 __all__ = ["DETECTORS", "DETECTOR_ENV", "RETINAFACE_FILES", "DetectorEntry", "DetectorOptions", "facexlib_weights_dir"]
@@ -86,6 +88,7 @@ class RetinaFaceDetector:
                 "refusing to load it"
             )
         self.net = _load_retinaface(name, path, device)
+        self.mean = torch.tensor(BGR_MEAN, device=device).view(1, 3, 1, 1)
         self.max_side = max_side
         self.threshold = threshold
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
@@ -102,41 +105,49 @@ class RetinaFaceDetector:
         """facexlib's ``detect_faces`` (origin size, NMS 0.4) for the boxes and scores alone, with its anchors made
         once per frame size: facexlib rebuilds them in a Python loop on every call, 40 % of a 640x480 detection on
         the CPU and what held a GPU scan near 60 frames/s."""
-        from facexlib.detection.retinaface_utils import decode
-        from torchvision.ops import nms
-
         small, scale = _downscale(frame, max_side or self.max_side)
         h, w = small.shape[:2]
         net = self.net
-        image = torch.from_numpy(small.astype(np.float32).transpose(2, 0, 1)).unsqueeze(0).to(net.device)
-        loc, conf, _ = net(image - net.mean_tensor)
+        device = self.mean.device
+        image = torch.from_numpy(small.astype(np.float32).transpose(2, 0, 1)).unsqueeze(0).to(device)
+        loc, conf, _ = net(image - self.mean)
         boxes = decode(loc.squeeze(0), self._priors(h, w), net.cfg["variance"])
         boxes = boxes * torch.tensor([w, h, w, h], dtype=torch.float32, device=boxes.device)
         scores = conf.squeeze(0)[:, 1]
         kept = scores > self.threshold
         boxes, scores = boxes[kept].float().cpu(), scores[kept].float().cpu()
-        order = nms(boxes, scores, NMS_THRESHOLD)
-        return [Face(_box(boxes[i], scale), float(scores[i])) for i in order.tolist()]
+        order = nms(boxes.numpy(), scores.numpy(), NMS_THRESHOLD)
+        return [Face(_box(boxes[i], scale), float(scores[i])) for i in order]
 
     def _priors(self, height: int, width: int) -> torch.Tensor:
         """facexlib's anchors (P, 4) for an input of this size, on the network's device, computed once."""
         key = (height, width)
         if key not in self._anchors:
-            from facexlib.detection.retinaface_utils import PriorBox
-
             if len(self._anchors) >= 16:  # frame sizes of a long mixed archive: keep the memory bounded
                 self._anchors.clear()
-            self._anchors[key] = PriorBox(self.net.cfg, image_size=key).forward().to(self.net.device)
+            self._anchors[key] = priors(self.net.cfg, height, width).to(self.mean.device)
         return self._anchors[key]
 
 
-def _load_retinaface(name: str, path: Path, device: torch.device | str) -> Any:
-    """facexlib's RetinaFace network with the file's weights, read by ``torch.load(weights_only=True)`` whatever the
-    installed torch's default (facexlib's own loader would unpickle the file)."""
-    from facexlib.detection.retinaface import RetinaFace
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Non-maximum suppression (OpenCV's): indices of the boxes (N, 4) x1, y1, x2, y2 kept, best score first; a box
+    whose overlap (IoU) with a better kept one exceeds ``iou`` is dropped."""
+    if len(boxes) == 0:
+        return []
+    rects = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(np.float64)
+    return [int(i) for i in np.asarray(cv2.dnn.NMSBoxes(rects.tolist(), scores.tolist(), 0.0, iou)).flatten()]
 
-    network = "mobile0.25" if name == "retinaface" else "resnet50"
-    net = RetinaFace(network_name=network, half=False, device=str(device))
+
+def _load_retinaface(name: str, path: Path, device: torch.device | str) -> Any:
+    """RetinaFace with the file's weights, read by ``torch.load(weights_only=True)`` (facexlib's own loader would
+    unpickle the file): the MobileNet-0.25 network without importing facexlib's package (``retinaface.py``), the
+    ResNet-50 one as facexlib's ``RetinaFace``."""
+    if name == "retinaface":
+        net: nn.Module = MobileRetinaFace()
+    else:
+        from facexlib.detection.retinaface import RetinaFace
+
+        net = RetinaFace(network_name="resnet50", half=False, device=str(device))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k.removeprefix("module."): v for k, v in state.items()}
@@ -300,8 +311,8 @@ class InputFormat:
 def to_model_input(crops: list[np.ndarray]) -> torch.Tensor:
     """BGR uint8 crops (N, S, S, 3) -> CLIP-normalised RGB float tensor (N, 3, S, S)."""
     batch = torch.from_numpy(np.stack(crops)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return batch.sub_(mean).div_(std)
 
 

@@ -36,15 +36,18 @@ def face_detector(options: DetectorOptions, device: torch.device | str, console:
 
 
 def environment() -> dict[str, Any]:
+    """The versions and machine a result was made with (open_clip's read from its package metadata: importing it
+    takes seconds and a scan of the default model never needs it)."""
+    from importlib.metadata import version
+
     import cv2
-    import open_clip
     import torch
 
     return {
         "gmdf": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "open_clip": open_clip.__version__,
+        "open_clip": version("open_clip_torch"),
         "opencv": cv2.__version__,
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),

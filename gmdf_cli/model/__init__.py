@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         random_patch_mask,
     )
     from .conv import GMDFBottleneck, GMDFConvImageEncoder
-    from .gmdf import GMDF, GMDFBlock, GMDFImageEncoder, GMDFOutput, build_clip, build_model
+    from .gmdf import GMDF, GMDFOutput, build_clip, build_model
     from .losses import (
         classification_loss,
         domain_alignment_loss,
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         frechet_distance,
         mim_loss,
     )
+    from .vit import GMDFBlock, GMDFImageEncoder
 
 _HOME = {
     **dict.fromkeys(
@@ -48,7 +49,8 @@ _HOME = {
         ".components",
     ),
     **dict.fromkeys(["GMDFBottleneck", "GMDFConvImageEncoder"], ".conv"),
-    **dict.fromkeys(["GMDF", "GMDFBlock", "GMDFImageEncoder", "GMDFOutput", "build_clip", "build_model"], ".gmdf"),
+    **dict.fromkeys(["GMDF", "GMDFOutput", "build_clip", "build_model"], ".gmdf"),
+    **dict.fromkeys(["GMDFBlock", "GMDFImageEncoder"], ".vit"),
     **dict.fromkeys(
         [
             "classification_loss",

@@ -23,7 +23,18 @@ def _domain_rows(c: torch.Tensor, ndim: int) -> torch.Tensor:
     return c.view(c.shape[0], *([1] * (ndim - 2)), c.shape[-1])
 
 
-def domain_vector(embedding: nn.Embedding, domain: int | torch.Tensor) -> torch.Tensor:
+Domain = int | torch.Tensor
+"""A domain index for the whole batch (int) or per sample (LongTensor (B,)); 0 is the wildcard."""
+
+
+def domain_embeddings(num_domains: int, dim: int) -> nn.Embedding:
+    """The domain embeddings c_d of eq. 2, (N+1, C), index 0 the wildcard, drawn from N(0, 0.02). Drawn with
+    ``randn``, not ``normal_``, whose meta-device version imports torch._dynamo (seconds of start-up for a model
+    built on the meta device to load weights into)."""
+    return nn.Embedding.from_pretrained(torch.randn(num_domains + 1, dim) * 0.02, freeze=False)
+
+
+def domain_vector(embedding: nn.Embedding, domain: Domain) -> torch.Tensor:
     """The domain embedding c_d of eq. 2: (C,) for one domain index shared by the batch, (B, C) for (B,) indices."""
     if isinstance(domain, int):
         return embedding.weight[domain]

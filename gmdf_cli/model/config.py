@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WILDCARD = "*"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+"""The RGB mean and standard deviation CLIP's images are normalised by (open_clip's ``OPENAI_DATASET_*``): every
+tower's input, the MobileNetV2 tower's included (it maps them back to its own range)."""
 """Name of the wildcard domain e_dom^0 (eq. 9), used for every unknown or unseen domain."""
 
 
@@ -66,6 +70,9 @@ class TowerSpec:
     backbone: str | None = None
     """``"module:function"``, ``(config, pretrained) -> CLIP`` with this tower, for a tower open_clip does not
     build (None: open_clip's CLIP from ``clip_shape``)."""
+    visual: str | None = None
+    """``"module:function"``, ``(config) -> the bare image tower`` (what ``backbone(...).visual`` is, untrained):
+    what a model scoring with cached prompt features builds instead of a whole CLIP (None: a CLIP's)."""
     first_agg: int = 0
     check: Callable[[VisionConfig], str | None] = lambda vision: None
     """An error message for a ``vision`` this tower cannot be built from, else None."""
@@ -91,7 +98,7 @@ TOWER_KINDS: dict[str, TowerSpec] = {
     "vit": TowerSpec(
         "CLIP's Vision Transformer (GM-DF's experts and DNorm in every block)",
         depth=lambda vision: vision.layers,
-        encoder="gmdf_cli.model.gmdf:GMDFImageEncoder",
+        encoder="gmdf_cli.model.vit:GMDFImageEncoder",
         first_agg=1,
         cam_tokens=True,
     ),
@@ -106,6 +113,7 @@ TOWER_KINDS: dict[str, TowerSpec] = {
         depth=lambda vision: 17,
         encoder="gmdf_cli.model.mobilenet:GMDFMobileNetImageEncoder",
         backbone="gmdf_cli.model.mobilenet:mobilenet_clip",
+        visual="gmdf_cli.model.mobilenet:mobilenet_visual",
         check=_mobilenet_check,
     ),
 }

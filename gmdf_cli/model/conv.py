@@ -4,20 +4,23 @@ per-domain experts, middle-stage aggregation and masked image modelling as the V
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
-from open_clip.modified_resnet import Bottleneck, ModifiedResNet
 from torch import nn
 
 from .components import (
     DomainBatchNorm,
     DomainExperts,
     StageAggregation,
+    domain_embeddings,
     domain_vector,
     paint_masked_patches,
 )
 from .config import GMDFConfig
+
+if TYPE_CHECKING:
+    from open_clip.modified_resnet import Bottleneck
 
 
 class GMDFBottleneck(nn.Module):
@@ -63,8 +66,7 @@ class ConvTowerParts(nn.Module):
         self.patch = cfg.vision.patch_size
         self.agg_layers = tuple(cfg.agg_layers)
         self.token_dim = token_dim
-        self.domain_embedding = nn.Embedding(cfg.num_domains + 1, cfg.domain_dim)
-        nn.init.normal_(self.domain_embedding.weight, std=0.02)
+        self.domain_embedding = domain_embeddings(cfg.num_domains, cfg.domain_dim)
         self.aggregation = StageAggregation([channels[i] for i in self.agg_layers], cfg.embed_dim, cfg.agg_adapter_dim)
         self.mask_token = nn.Parameter(torch.zeros(3))
 
@@ -88,6 +90,8 @@ class GMDFConvImageEncoder(ConvTowerParts):
 
     def __init__(self, visual: nn.Module, cfg: GMDFConfig) -> None:
         super().__init__()
+        from open_clip.modified_resnet import ModifiedResNet
+
         if not isinstance(visual, ModifiedResNet):
             raise ValueError(f"expected open_clip's ModifiedResNet, got {type(visual).__name__}")
         self.stem = nn.Sequential(

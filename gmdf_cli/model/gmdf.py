@@ -8,131 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.tokenizer import tokenize
-from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from .components import (
-    DomainClassPrompts,
-    DomainExperts,
-    DomainNorm,
-    PatchTokenizer,
-    SecondOrderAggregation,
-    TextEncoder,
-    domain_vector,
-    modulate,
-)
+from .components import Domain, DomainClassPrompts, PatchTokenizer, TextEncoder
 from .config import TOWER_KINDS, WILDCARD, GMDFConfig, clip_shape
-
-Domain = int | torch.Tensor
-"""A domain index for the whole batch (int) or per sample (LongTensor (B,)); 0 is the wildcard."""
-
-
-class GMDFBlock(nn.Module):
-    """One transformer block with GM-DF's Dataset-Embedding Generator (sec. 3.1), eq. 3 in CLIP's pre-norm form:
-
-    ``x_att = x + MHA(LN_1(x))``, ``h = DNorm(x_att, c_d)`` (eq. 2, in place of CLIP's LN_2),
-    ``ffn = MLP(h) + Experts(x_att)`` (journal eq. 1 and 6: expert i sees ``DNorm(x_att, c_i)``, its own domain's),
-    ``x_out = x_att + ffn``. With zero-initialised modulation and expert scales this is exactly CLIP's block.
-
-    x: (B, L, D), c: the samples' domain embedding (C,) or (B, C), sources: the N source domains' (N, C), own: the
-    samples' domain indices -> (x_out (B, L, D), ffn (B, L, D), second-order term (B, D) or None).
-    """
-
-    def __init__(self, block: ResidualAttentionBlock, cfg: GMDFConfig) -> None:
-        super().__init__()
-        if hasattr(block, "ln_1_kv"):
-            raise ValueError("cross-attention blocks are not supported")
-        self.ln_1 = block.ln_1
-        self.attn = block.attn
-        self.ls_1 = block.ls_1
-        self.mlp = block.mlp
-        self.ls_2 = block.ls_2
-        width = block.ln_2.normalized_shape[0]
-        self.dnorm = DomainNorm(block.ln_2, cfg.domain_dim)
-        self.experts = DomainExperts(width, cfg.num_domains, cfg.expert_dim)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        c: torch.Tensor,
-        sources: torch.Tensor,
-        own: Domain = 0,
-        prev_ffn: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        y = self.ln_1(x)
-        x = x + self.ls_1(self.attn(y, y, y, need_weights=False)[0])
-        normed = self.dnorm.standardize(x)
-        h = modulate(normed, *self.dnorm.affine(c))
-        ffn = self.ls_2(self.mlp(h)) + self.experts(normed, *self.dnorm.affine(sources), own)
-        second = SecondOrderAggregation.second_order(self.attn, y, prev_ffn) if prev_ffn is not None else None
-        return x + ffn, ffn, second
-
-
-class GMDFImageEncoder(nn.Module):
-    """CLIP's ViT image tower with GM-DF blocks, domain embeddings, second-order aggregation and MIM masking.
-
-    images (B, 3, H, W), domain int or (B,), patch_mask (B, P) bool or None
-    -> pooled features (B, E) (unnormalised), final patch tokens (B, P, D) after ln_post.
-    Masked patches are replaced by a learnt mask token BEFORE the first block, so the encoder never sees them.
-    """
-
-    def __init__(self, visual: nn.Module, cfg: GMDFConfig) -> None:
-        super().__init__()
-        if not isinstance(visual, VisionTransformer):
-            raise ValueError(f"GM-DF needs open_clip's VisionTransformer, got {type(visual).__name__}")
-        if visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
-            raise ValueError("only class-token pooling ViTs are supported")
-        if not isinstance(visual.patch_dropout, nn.Identity):
-            raise ValueError("patch dropout is not supported")
-        self.conv1 = visual.conv1
-        self.class_embedding = visual.class_embedding
-        self.positional_embedding = visual.positional_embedding
-        self.ln_pre = visual.ln_pre
-        self.blocks = nn.ModuleList(GMDFBlock(b, cfg) for b in visual.transformer.resblocks)
-        self.ln_post = visual.ln_post
-        self.proj = visual.proj
-        width = cfg.vision.width
-        self.agg_layers = tuple(cfg.agg_layers)
-        self.domain_embedding = nn.Embedding(cfg.num_domains + 1, cfg.domain_dim)
-        nn.init.normal_(self.domain_embedding.weight, std=0.02)
-        self.aggregation = SecondOrderAggregation(len(self.agg_layers), width, cfg.agg_adapter_dim)
-        self.mask_token = nn.Parameter(torch.randn(width) * 0.02)
-        self.token_dim = width
-
-    def cam_target(self) -> nn.Module:
-        """Where Grad-CAM looks: the last block's first LayerNorm (its tokens, reshaped to the patch grid)."""
-        return cast(GMDFBlock, self.blocks[-1]).ln_1
-
-    def domain_vector(self, domain: Domain) -> torch.Tensor:
-        return domain_vector(self.domain_embedding, domain)
-
-    def forward(
-        self, images: torch.Tensor, domain: Domain = 0, patch_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.conv1(images).flatten(2).transpose(1, 2)  # (B, P, D)
-        if patch_mask is not None:
-            x = torch.where(patch_mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        x = self.ln_pre(x)
-        c = self.domain_vector(domain)
-        sources = self.domain_embedding.weight[1:]
-        terms: list[torch.Tensor] = []
-        ffn: torch.Tensor | None = None
-        for i, block in enumerate(self.blocks):
-            x, new_ffn, second = block(x, c, sources, domain, ffn if i in self.agg_layers else None)
-            if second is not None:
-                terms.append(second)
-            ffn = new_ffn
-        x = self.ln_post(x)
-        pooled = self.aggregation(x[:, 0], terms)
-        if self.proj is not None:
-            pooled = pooled @ self.proj
-        return pooled, x[:, 1:]
 
 
 class ImageTower(Protocol):
@@ -172,15 +53,20 @@ class GMDF(nn.Module):
     text_temperatures: torch.Tensor
     text_cached: torch.Tensor
 
-    def __init__(self, cfg: GMDFConfig, clip: Any) -> None:
+    def __init__(self, cfg: GMDFConfig, visual: nn.Module, clip: Any | None = None) -> None:
+        """``visual``: the backbone's bare image tower (a CLIP's ``visual``); ``clip``: the whole CLIP, whose text
+        tower encodes the prompts. Without ``clip`` no text tower is built: such a model scores with the prompt
+        features cached in its weights (loaded over its placeholder prompts) and cannot train."""
         super().__init__()
         self.config = cfg
-        backbone_ids = {id(p) for p in clip.parameters()}
-        image_ids = {id(p) for p in clip.visual.parameters()}
+        backbone_ids = {id(p) for p in (clip if clip is not None else visual).parameters()}
+        image_ids = {id(p) for p in visual.parameters()}
         tower = TOWER_KINDS[cfg.vision.kind]
-        self.visual: ImageTower = tower.load(tower.encoder)(clip.visual, cfg)
-        self.text: TextEncoder | None = TextEncoder(clip)
-        ids, dom_slots, cls_slot, class_init = _prompt_template(cfg, clip.token_embedding)
+        self.visual: ImageTower = tower.load(tower.encoder)(visual, cfg)
+        self.text: TextEncoder | None = TextEncoder(clip) if clip is not None else None
+        ids, dom_slots, cls_slot, class_init = (
+            _prompt_template(cfg, clip.token_embedding) if clip is not None else _placeholder_template(cfg)
+        )
         self.prompts = DomainClassPrompts(ids, dom_slots, cls_slot, class_init, cfg.num_domains, cfg.tau_base)
         self.mim_head = nn.Linear(self.visual.token_dim, cfg.mim_vocab)
         self.tokenizer = PatchTokenizer(cfg.vision.patch_size, cfg.mim_vocab, cfg.mim_tokenizer_dim, cfg.mim_seed)
@@ -306,6 +192,8 @@ def _prompt_template(
     cfg: GMDFConfig, token_embedding: nn.Embedding
 ) -> tuple[torch.Tensor, list[int], int, torch.Tensor]:
     """Token ids of eq. 9's template with placeholder slots, and the class vectors' initial values."""
+    from open_clip.tokenizer import tokenize
+
     placeholder = "x"
     text = cfg.prompt_template.format(dom=" ".join([placeholder] * cfg.prompt_ctx), cls=placeholder)
     with torch.device("cpu"):  # token ids are data, also when the model is built on the meta device
@@ -320,8 +208,19 @@ def _prompt_template(
     return ids, slots[:-1], slots[-1], class_init
 
 
+def _placeholder_template(cfg: GMDFConfig) -> tuple[torch.Tensor, list[int], int, torch.Tensor]:
+    """``_prompt_template``'s shapes without a tokenizer or text tower, for a model whose prompts are loaded from
+    its weights and whose prompt features are cached there: (1, T) zero ids, the slots after the start token, and
+    zero class vectors (2, text width)."""
+    ids = torch.zeros(1, cfg.text.context_length, dtype=torch.long)
+    slots = list(range(1, cfg.prompt_ctx + 2))
+    return ids, slots[:-1], slots[-1], torch.zeros(2, cfg.text.width)
+
+
 def _open_clip_name(cfg: GMDFConfig) -> str:
     """The open_clip architecture name for ``cfg``; custom shapes are registered with open_clip on the fly."""
+    import open_clip
+
     if cfg.clip_model:
         return cfg.clip_model
     name = f"gmdf-{cfg.name}"
@@ -337,6 +236,8 @@ def build_clip(cfg: GMDFConfig, pretrained: str | None = None) -> nn.Module:
     checkpoint file) the weights are resolved and loaded by open_clip's own pretrained mechanism; without it the
     backbone is randomly initialised. A tower open_clip has no CLIP for builds its own (``TowerSpec.backbone``:
     MobileNetV2's loads its own weights, ``nsfwjs``)."""
+    import open_clip
+
     tower = TOWER_KINDS[cfg.vision.kind]
     if tower.backbone is not None:
         backbone: nn.Module = tower.load(tower.backbone)(cfg, pretrained)
@@ -352,8 +253,19 @@ def build_clip(cfg: GMDFConfig, pretrained: str | None = None) -> nn.Module:
     return model
 
 
-def build_model(cfg: GMDFConfig, pretrained: str | None = None, clip: nn.Module | None = None) -> GMDF:
-    """The one factory: a GM-DF model for ``cfg``, on top of ``clip`` or of :func:`build_clip`'s backbone."""
-    model = GMDF(cfg, clip if clip is not None else build_clip(cfg, pretrained))
+def build_model(
+    cfg: GMDFConfig, pretrained: str | None = None, clip: nn.Module | None = None, text: bool = True
+) -> GMDF:
+    """The one factory: a GM-DF model for ``cfg``, on top of ``clip`` or of :func:`build_clip`'s backbone. With
+    ``text`` False only the image tower is built (``TowerSpec.visual``, else a CLIP's): a model for weights that
+    carry cached prompt features, scored without the text tower, its tokenizer or (for towers of our own) open_clip
+    ever loading."""
+    if not text:
+        tower = TOWER_KINDS[cfg.vision.kind]
+        visual = tower.load(tower.visual)(cfg) if tower.visual is not None else build_clip(cfg).visual
+        model = GMDF(cfg, cast(nn.Module, visual))
+    else:
+        backbone = clip if clip is not None else build_clip(cfg, pretrained)
+        model = GMDF(cfg, cast(nn.Module, backbone.visual), backbone)
     model.train(False)
     return model

@@ -13,14 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
-import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
 from .components import DomainBatchNorm, DomainExperts
-from .config import GMDFConfig, clip_shape
+from .config import CLIP_MEAN, CLIP_STD, GMDFConfig, clip_shape
 from .conv import ConvTowerParts
 
 MOBILENET_V2 = (
@@ -100,8 +98,8 @@ class MobileNetV2(nn.Module):
 def to_network_range(images: torch.Tensor) -> torch.Tensor:
     """CLIP-normalised ``(x - mean) / std`` -> ``2x - 1``, the range Keras's MobileNetV2 was trained on (x: the RGB
     pixels in [0, 1]). (B, 3, H, W) -> (B, 3, H, W)."""
-    scale = torch.tensor(OPENAI_DATASET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) * 2
-    shift = torch.tensor(OPENAI_DATASET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) * 2 - 1
+    scale = torch.tensor(CLIP_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) * 2
+    shift = torch.tensor(CLIP_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1) * 2 - 1
     return images * scale + shift
 
 
@@ -196,16 +194,22 @@ PRETRAINED_TOWERS = {"nsfwjs": "mobilenet-v2-nsfwjs.safetensors"}
 ``gmdf_cli.tools.tfjs`` from the npm files; their provenance is in each file's metadata."""
 
 
+def mobilenet_visual(cfg: GMDFConfig) -> MobileNetV2Visual:
+    """The bare image tower (random weights): ``TowerSpec.visual``, and ``mobilenet_clip``'s ``visual``."""
+    return MobileNetV2Visual(cfg.embed_dim)
+
+
 def mobilenet_clip(cfg: GMDFConfig, pretrained: str | None) -> nn.Module:
     """A CLIP whose image tower is :class:`MobileNetV2Visual`, text tower as ``cfg`` says. ``pretrained``: a tag
     of ``PRETRAINED_TOWERS`` or a converted safetensors file of the bare network; the projection and the text tower
     start random either way (no CLIP was ever trained on this tower)."""
+    import open_clip
     from safetensors.torch import load_file
 
     shape = clip_shape(cfg)
     shape["vision_cfg"] = {"image_size": 32, "patch_size": 16, "width": 64, "layers": 1, "head_width": 64}
     model = open_clip.CLIP(**shape)  # its throwaway ViT is replaced at once
-    model.visual = MobileNetV2Visual(cfg.embed_dim)
+    model.visual = mobilenet_visual(cfg)
     if pretrained:
         from ..weights.registry import SHIPPED_DIR
 

@@ -131,8 +131,8 @@ def _scan(
     exit_code = EXIT_OK
     started = time.monotonic()
     try:
-        if keep and request.out is not None:
-            prepare_plots()  # matplotlib's C parts load now, not half-way through the first file's images
+        if keep and request.out is not None and any(i.item.kind == "video" for i in items):
+            prepare_plots()  # the timelines' matplotlib loads now, not half-way through the first video's images
         todo = take_over(items, finished, lines, outputs, console)
         for gone in [t for t in todo if t.item.path in missing]:
             path = gone.item.path
