@@ -88,8 +88,9 @@ class DomainNorm(nn.Module):
 
 
 def modulate(normed: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """``normed * gamma + beta`` with gamma/beta (X,) shared or (B, X) per sample, broadcast over token dims."""
-    return normed * _domain_rows(gamma, normed.dim()) + _domain_rows(beta, normed.dim())
+    """``normed * gamma + beta`` with gamma/beta (X,) shared or (B, X) per sample, broadcast over token dims (one
+    fused pass over the tokens)."""
+    return torch.addcmul(_domain_rows(beta, normed.dim()), normed, _domain_rows(gamma, normed.dim()))
 
 
 class DomainBatchNorm(nn.Module):
@@ -209,10 +210,10 @@ class DomainExperts(nn.Module):
         return held[:4], held[4], held[5]
 
     def _mix(self, normed: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, own: int) -> torch.Tensor:
-        """Eq. 6 without building the (B, L, N, D) expert outputs. With ``g_i = [GELU(W_i h_i + b_i); 1]`` and
-        ``V_i = [U_i, b'_i]`` (D, r+1), ``dF_i = V_i g_i``, so ``Q K^T = (g_i^T V_i^T V_j g_j)_ij`` from the
+        """``s * `` eq. 6 without building the (B, L, N, D) expert outputs. With ``g_i = [GELU(W_i h_i + b_i); 1]``
+        and ``V_i = [U_i, b'_i]`` (D, r+1), ``dF_i = V_i g_i``, so ``Q K^T = (g_i^T V_i^T V_j g_j)_ij`` from the
         (r+1)-wide hidden vectors and the small matrices ``V_i^T V_j``, and ``mean_rows(A V) = sum_j w_j V_j g_j``
-        with ``w_j = mean_i A_ij``: one GEMM back to width D."""
+        with ``w_j = mean_i A_ij``: one GEMM back to width D, whose matrix carries the scale ``s``."""
         (down_w, down_b, up_w, up_b), gamma, beta = self._parameters_for(own, gamma, beta)
         hidden = self._hidden(normed, gamma, beta, (down_w, down_b))
         n, r1 = self.num_experts, hidden.shape[-1] + 1
@@ -222,24 +223,25 @@ class DomainExperts(nn.Module):
         projected = torch.einsum("blia,iak->blik", g, cross).unflatten(-1, (n, r1))  # (B, L, N, N, r+1)
         gram = (projected * g.unsqueeze(-3)).sum(-1)  # (B, L, N, N) = Q K^T
         weights = torch.softmax(gram / math.sqrt(v.shape[1]), dim=-1).mean(dim=-2)  # (B, L, N)
-        return (g * weights.unsqueeze(-1)).flatten(-2) @ v.permute(0, 2, 1).reshape(n * r1, -1)
+        scaled = (v * self.scale.to(v.dtype).view(1, -1, 1)).permute(0, 2, 1).reshape(n * r1, -1)  # (N(r+1), D)
+        return (g * weights.unsqueeze(-1)).flatten(-2) @ scaled
 
     def forward(
         self, normed: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, own: int | torch.Tensor = 0
     ) -> torch.Tensor:
         if not (self.training and torch.is_grad_enabled()):
-            return self._mix(normed, gamma, beta, 0) * self.scale
+            return self._mix(normed, gamma, beta, 0)
         if isinstance(own, int):
-            return self._mix(normed, gamma, beta, own) * self.scale
+            return self._mix(normed, gamma, beta, own)
         own = own.to(normed.device)
         values = own.unique().tolist()
         if len(values) == 1:
-            return self._mix(normed, gamma, beta, int(values[0])) * self.scale
+            return self._mix(normed, gamma, beta, int(values[0]))
         out = normed.new_zeros(normed.shape)
         for value in values:  # a mixed batch: each domain's samples through their own expert's gradient
             rows = (own == value).nonzero().squeeze(1)
             out = out.index_copy(0, rows, self._mix(normed[rows], gamma, beta, int(value)))
-        return out * self.scale
+        return out
 
 
 class SecondOrderAggregation(nn.Module):
