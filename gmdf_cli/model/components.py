@@ -29,9 +29,9 @@ Domain = int | torch.Tensor
 
 def domain_embeddings(num_domains: int, dim: int) -> nn.Embedding:
     """The domain embeddings c_d of eq. 2, (N+1, C), index 0 the wildcard, drawn from N(0, 0.02). Drawn with
-    ``randn``, not ``normal_``, whose meta-device version imports torch._dynamo (seconds of start-up for a model
-    built on the meta device to load weights into)."""
-    return nn.Embedding.from_pretrained(torch.randn(num_domains + 1, dim) * 0.02, freeze=False)
+    ``randn`` and scaled in place: on the meta device (a model built to load weights into) ``normal_`` and an
+    out-of-place product import torch._dynamo, seconds of start-up."""
+    return nn.Embedding.from_pretrained(torch.randn(num_domains + 1, dim).mul_(0.02), freeze=False)
 
 
 def domain_vector(embedding: nn.Embedding, domain: Domain) -> torch.Tensor:
@@ -345,7 +345,7 @@ class DomainClassPrompts(nn.Module):
         self.register_buffer("template_ids", template_ids.clone())  # (1, T)
         self.dom_slots = dom_slots
         self.cls_slot = cls_slot
-        self.dom_ctx = nn.Parameter(torch.randn(num_domains + 1, len(dom_slots), width) * 0.02)
+        self.dom_ctx = nn.Parameter(torch.randn(num_domains + 1, len(dom_slots), width).mul_(0.02))
         self.cls_ctx = nn.Parameter(class_init.clone().view(2, width))
         self.phi = nn.Parameter(torch.zeros(()))
         self.register_buffer("tau_base", torch.tensor(float(tau_base)))

@@ -99,6 +99,7 @@ TOWER_KINDS: dict[str, TowerSpec] = {
         "CLIP's Vision Transformer (GM-DF's experts and DNorm in every block)",
         depth=lambda vision: vision.layers,
         encoder="gmdf_cli.model.vit:GMDFImageEncoder",
+        visual="gmdf_cli.model.vit:bare_vit",
         first_agg=1,
         cam_tokens=True,
     ),

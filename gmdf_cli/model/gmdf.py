@@ -15,6 +15,11 @@ from torch import nn
 from .components import Domain, DomainClassPrompts, PatchTokenizer, TextEncoder
 from .config import TOWER_KINDS, WILDCARD, GMDFConfig, clip_shape
 
+CPU_CHUNK = 8
+"""Images one forward pass takes on a CPU (``GMDF.score``): larger batches only cost memory there. Measured on 2
+cores: a vit-b-16 scan of 32 frames peaks at 1,127 MB at 8 against 1,303 MB at 16 (24.9 against 26.0 s), and
+the mnv2 model scores 19.7 faces/s at 8 against 16.1 at 16."""
+
 
 class ImageTower(Protocol):
     """What GM-DF asks of an image tower (``TowerSpec.encoder``): pooled features and MIM tokens for images
@@ -153,10 +158,17 @@ class GMDF(nn.Module):
     @torch.no_grad()
     def score(self, images: torch.Tensor, domain: Domain = 0) -> list[float]:
         """P(fake) as plain floats for images (B, 3, H, W) given on any device in fp32: moved to the model's own
-        device and dtype first (pinned host memory is copied asynchronously to a GPU)."""
+        device and dtype first (pinned host memory is copied asynchronously to a GPU). On a CPU at most
+        ``CPU_CHUNK`` images go through one forward pass."""
         param = next(self.parameters())
-        batch = images.to(param.device, non_blocking=images.is_pinned()).to(param.dtype)
-        return self.predict(batch, domain).float().cpu().tolist()
+        chunk = CPU_CHUNK if param.device.type == "cpu" else max(1, len(images))
+        scores: list[float] = []
+        for start in range(0, len(images), chunk):
+            part = images[start : start + chunk]
+            batch = part.to(param.device, non_blocking=part.is_pinned()).to(param.dtype)
+            rows = domain[start : start + chunk] if isinstance(domain, torch.Tensor) and domain.dim() else domain
+            scores += self.predict(batch, rows).float().cpu().tolist()
+        return scores
 
     def forward_train(
         self, images: torch.Tensor, domain: torch.Tensor, patch_mask: torch.Tensor | None = None

@@ -1,10 +1,14 @@
 """GM-DF on CLIP's Vision Transformer (the paper's tower): each of open_clip's residual attention blocks carries
 the Dataset-Embedding Generator (DNorm and the per-domain experts), and the encoder around them adds the domain
-embeddings, second-order aggregation of middle blocks and MIM masking. open_clip is imported here, where a ViT is
-built, and nowhere on the way to a model of another tower."""
+embeddings, second-order aggregation of middle blocks and MIM masking.
+
+A model that scores with the prompt features cached in its weights is built from :func:`bare_vit` instead of
+open_clip's ``VisionTransformer``: the same parts under the same names, made of torch's own modules, so that a
+scan never imports open_clip (and with it torchvision, torch._dynamo and sympy: seconds and 250 MB)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -19,7 +23,7 @@ from .components import (
     domain_vector,
     modulate,
 )
-from .config import GMDFConfig
+from .config import GMDFConfig, VisionConfig
 
 if TYPE_CHECKING:
     from open_clip.transformer import ResidualAttentionBlock
@@ -76,10 +80,11 @@ class GMDFImageEncoder(nn.Module):
 
     def __init__(self, visual: nn.Module, cfg: GMDFConfig) -> None:
         super().__init__()
-        from open_clip.transformer import VisionTransformer
+        if not isinstance(visual, BareViT):
+            from open_clip.transformer import VisionTransformer
 
-        if not isinstance(visual, VisionTransformer):
-            raise ValueError(f"GM-DF needs open_clip's VisionTransformer, got {type(visual).__name__}")
+            if not isinstance(visual, VisionTransformer):
+                raise ValueError(f"GM-DF needs open_clip's VisionTransformer, got {type(visual).__name__}")
         if visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
             raise ValueError("only class-token pooling ViTs are supported")
         if not isinstance(visual.patch_dropout, nn.Identity):
@@ -88,14 +93,15 @@ class GMDFImageEncoder(nn.Module):
         self.class_embedding = visual.class_embedding
         self.positional_embedding = visual.positional_embedding
         self.ln_pre = visual.ln_pre
-        self.blocks = nn.ModuleList(GMDFBlock(b, cfg) for b in visual.transformer.resblocks)
+        resblocks = cast(nn.ModuleList, visual.transformer.resblocks)
+        self.blocks = nn.ModuleList(GMDFBlock(b, cfg) for b in resblocks)
         self.ln_post = visual.ln_post
         self.proj = visual.proj
         width = cfg.vision.width
         self.agg_layers = tuple(cfg.agg_layers)
         self.domain_embedding = domain_embeddings(cfg.num_domains, cfg.domain_dim)
         self.aggregation = SecondOrderAggregation(len(self.agg_layers), width, cfg.agg_adapter_dim)
-        self.mask_token = nn.Parameter(torch.randn(width) * 0.02)
+        self.mask_token = nn.Parameter(torch.randn(width).mul_(0.02))  # in place: no torch._dynamo on meta
         self.token_dim = width
 
     def cam_target(self) -> nn.Module:
@@ -128,3 +134,58 @@ class GMDFImageEncoder(nn.Module):
         if self.proj is not None:
             pooled = pooled @ self.proj
         return pooled, x[:, 1:]
+
+
+class QuickGELU(nn.Module):
+    """OpenAI CLIP's activation, ``x * sigmoid(1.702 x)`` (open_clip's ``QuickGELU``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class BareBlock(nn.Module):
+    """The parts of open_clip's ``ResidualAttentionBlock`` a :class:`GMDFBlock` takes, under its names: ln_1, attn
+    (batch first), ls_1, ln_2, mlp (c_fc, gelu, c_proj), ls_2. Never run on its own."""
+
+    def __init__(self, width: int, heads: int, mlp_width: int, quick_gelu: bool) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ls_1 = nn.Identity()
+        self.ln_2 = nn.LayerNorm(width)
+        act: nn.Module = QuickGELU() if quick_gelu else nn.GELU()
+        self.mlp = nn.Sequential(
+            OrderedDict([("c_fc", nn.Linear(width, mlp_width)), ("gelu", act), ("c_proj", nn.Linear(mlp_width, width))])
+        )
+        self.ls_2 = nn.Identity()
+
+
+class BareViT(nn.Module):
+    """The parts of open_clip's ``VisionTransformer`` (class-token pooling, no patch dropout) that
+    :class:`GMDFImageEncoder` takes, under their names, made of torch modules alone: what a model is built from
+    when its weights are loaded into it at once (``TowerSpec.visual``). Its tensors are uninitialised."""
+
+    attn_pool = None
+    pool_type = "tok"
+    final_ln_after_pool = False
+
+    def __init__(self, vision: VisionConfig, embed_dim: int, quick_gelu: bool) -> None:
+        super().__init__()
+        width, grid = vision.width, vision.image_size // vision.patch_size
+        self.conv1 = nn.Conv2d(3, width, kernel_size=vision.patch_size, stride=vision.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.empty(width))
+        self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))
+        self.patch_dropout = nn.Identity()
+        self.ln_pre = nn.LayerNorm(width)
+        heads, mlp_width = width // vision.head_width, int(width * vision.mlp_ratio)
+        self.transformer = nn.Module()
+        self.transformer.resblocks = nn.ModuleList(
+            BareBlock(width, heads, mlp_width, quick_gelu) for _ in range(vision.layers)
+        )
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Parameter(torch.empty(width, embed_dim))
+
+
+def bare_vit(cfg: GMDFConfig) -> BareViT:
+    """``TowerSpec.visual`` of the ViT tower: the bare image tower of ``cfg``, for weights to be loaded into."""
+    return BareViT(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
