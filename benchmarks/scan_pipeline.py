@@ -46,8 +46,8 @@ HWM = (
     "    print('VMHWM_KB', line.split()[1], file=sys.stderr)\n"
     "atexit.register(_hwm)\n"
 )
-IMPORTS_ONLY = HWM + "import cv2, torch, open_clip, gmdf_cli.data.faces, gmdf_cli.jobs.scan\n"
-"""The imports of a scan of a CLIP tower (ViT, ResNet): open_clip among them, facexlib's package not."""
+IMPORTS_ONLY = HWM + "import cv2, torch, gmdf_cli.data.faces, gmdf_cli.jobs.scan, gmdf_cli.model.gmdf\n"
+"""The libraries a scan imports (a ViT or MobileNetV2 scan: no open_clip, torchvision or facexlib package)."""
 SCAN = (
     HWM + "import sys, runpy\nsys.argv = ['gmdf'] + sys.argv[1:]\nrunpy.run_module('gmdf_cli', run_name='__main__')\n"
 )
@@ -166,8 +166,8 @@ def main() -> None:
         )
         base_mb = _peak_mb(subprocess.run([sys.executable, "-c", IMPORTS_ONLY], capture_output=True, text=True).stderr)
         print(
-            f"  of which importing the libraries alone (torch {torch.__version__}, torchvision, open_clip, "
-            f"facexlib, cv2): {base_mb:.0f} MB; gmdf's own share (weights, activations, frames): "
+            f"  of which importing the libraries alone (torch {torch.__version__}, cv2, gmdf's modules): "
+            f"{base_mb:.0f} MB; gmdf's own share (weights, activations, frames): "
             f"{peak_mb - base_mb:.0f} MB"
         )
         if args.against:
