@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 WILDCARD = "*"
+"""Name of the wildcard domain e_dom^0 (eq. 9), used for every unknown or unseen domain."""
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 """The RGB mean and standard deviation CLIP's images are normalised by (open_clip's ``OPENAI_DATASET_*``): every
 tower's input, the MobileNetV2 tower's included (it maps them back to its own range)."""
-"""Name of the wildcard domain e_dom^0 (eq. 9), used for every unknown or unseen domain."""
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def load_checkpoint(
             model = build_model(cfg, text=False)
     else:
         model = build_model(cfg, text=not lean)
-    if meta.get("text_tower") == "0" or lean:
+    if meta.get("text_tower") == "0":  # a lean build has no text tower to drop
         model.text = None
     own = model.state_dict()
     missing = sorted(set(own) - keys)
