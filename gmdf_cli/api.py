@@ -17,13 +17,14 @@ from pathlib import Path
 
 from .data.faces import DetectorOptions, FaceDetector, open_face_detector
 from .data.media import MediaItem, Sampling, discover, kind_of
-from .device import resolve_device
+from .engine.batching import Scorer
 from .engine.keyframes import DETECT_EVERY
 from .engine.pipeline import DEFAULT_THRESHOLD, Engine, EngineOptions
 from .errors import UsageError
-from .model import GMDF
 from .report.results import DetectorInfo, FileResult, ModelCard, ModelInfo
-from .weights import DEFAULT_WEIGHTS, ResolvedWeights, load_weights
+from .runtime import plan as runtime
+from .runtime.compiled import CompiledModel
+from .weights import DEFAULT_WEIGHTS, ResolvedWeights
 from .weights.card import read_card, read_decision, read_training
 
 
@@ -31,12 +32,28 @@ def _warn(text: str) -> None:
     warnings.warn(text, stacklevel=3)
 
 
+def _compiled(
+    plan: runtime.Plan, model: Scorer, faces: FaceDetector, note: Callable[[str], None]
+) -> tuple[Scorer, FaceDetector]:
+    """The first compiled scan: compile the loaded torch model and RetinaFace, then go on with their graphs (the
+    torch pair where compiling is refused or the face detector fell back to another kind)."""
+    from .data.retinaface import RetinaFaceDetector
+
+    if isinstance(model, CompiledModel) or not isinstance(faces, RetinaFaceDetector):
+        return model, faces
+    if plan.compile(model, faces.net, note):
+        parts = plan.open(faces.max_side)
+        if parts is not None:
+            return parts
+    return model, faces
+
+
 class Detector:
     """A deepfake detector ready to scan: GM-DF weights, a face detector and the engine that joins them."""
 
     def __init__(
         self,
-        model: GMDF,
+        model: Scorer,
         weights: ResolvedWeights,
         metadata: dict[str, str],
         face_detector: FaceDetector,
@@ -64,24 +81,40 @@ class Detector:
         face_detector: DetectorOptions | str = "retinaface",
         detector_weights: str | Path | None = None,
         warn: Callable[[str], None] = _warn,
+        compiled: bool = True,
+        note: Callable[[str], None] = lambda text: None,
     ) -> Detector:
         """Weights by zoo name, ``hf-hub:org/repo[/file]`` or a ``.safetensors`` path (default: the shipped model),
         on ``device`` (``auto``, ``cpu``, ``cuda:1``, ``mps``) in ``precision`` (fp32, bf16, fp16). ``threshold``:
         fake when score >= threshold (default: the weights' own, else 0.5). ``sampling``: which video frames
         (default 32 spread evenly). ``keep_crops``: most suspicious face crops kept per file (for heatmaps).
         ``detect_every``: detect faces on every K-th sampled video frame (and on scene cuts and lost faces), carrying
-        them between (1: on every frame)."""
+        them between (1: on every frame). ``compiled``: on the CPU, run the model and RetinaFace as compiled graphs
+        without torch where they can be (``gmdf_cli.runtime``; compiled on first use, telling ``note``); then
+        ``model`` is a ``CompiledModel``, not the torch ``GMDF`` (``compiled=False`` for the torch model)."""
         if isinstance(face_detector, str):
             weights_dir = str(detector_weights) if detector_weights is not None else None
             face_detector = DetectorOptions(face_detector, weights_dir)
-        target = resolve_device(device)
-        model, resolved, meta = load_weights(name_or_path, device=target, precision=precision)
+        plan = runtime.plan(name_or_path, device, precision, face_detector) if compiled else None
+        parts = plan.open(face_detector.det_size) if plan is not None and plan.ready() else None
+        if plan is not None and parts is not None:
+            model: Scorer = parts[0]
+            faces: FaceDetector = parts[1]
+            resolved, meta = plan.weights, plan.metadata
+        else:
+            from .device import resolve_device
+            from .weights import load_weights
+
+            target = resolve_device(device)
+            model, resolved, meta = load_weights(name_or_path, device=target, precision=precision)
+            faces = open_face_detector(face_detector, target, warn)
+            if plan is not None and not plan.refused():
+                model, faces = _compiled(plan, model, faces, note)
         stored, band = read_decision(meta)
         if threshold is not None:  # the band was calibrated around the stored threshold, not around this one
             band = None
         else:
             threshold = DEFAULT_THRESHOLD if stored is None else stored
-        faces = open_face_detector(face_detector, target, warn)
         sampling = sampling or Sampling()
         options = EngineOptions(sampling, batch_size, threshold, band, max_faces, detect_every, keep_crops)
         return cls(model, resolved, meta, faces, options)
@@ -122,6 +155,7 @@ class Detector:
         trained = read_training(self.metadata)
         card = read_card(self.metadata)
         info = ModelInfo(w.name, w.sha256, w.source, str(w.path), cfg.name, list(cfg.domains), trained)
+        info.runtime = CompiledModel.runtime if isinstance(self.model, CompiledModel) else "torch"
         info.card = ModelCard(**card) if card is not None else None
         return info
 

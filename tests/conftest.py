@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,8 @@ _THREADS = max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIS
 torch.set_num_threads(_THREADS)
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+# Compiled graphs (gmdf_cli.runtime) go to a folder of this test process, not the user's cache: every run starts cold
+os.environ.setdefault("GMDF_COMPILED_DIR", tempfile.mkdtemp(prefix="gmdf-compiled-"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

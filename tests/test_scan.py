@@ -271,7 +271,7 @@ def test_retinaface_with_anchors_made_once_finds_what_facexlib_finds(tmp_path: P
     sizes, with two faces and with one, twice over (the second time from the cache)."""
     from facexlib.detection.retinaface import RetinaFace
 
-    from gmdf_cli.data.faces import _downscale, load_detector
+    from gmdf_cli.data.faces import downscale, load_detector
 
     detector, _ = load_detector("retinaface", DETECTOR_WEIGHTS)
     reference = RetinaFace(network_name="mobile0.25", half=False, device="cpu")
@@ -285,7 +285,7 @@ def test_retinaface_with_anchors_made_once_finds_what_facexlib_finds(tmp_path: P
     frames = [two_faces, cv2.imread(str(ROOT / "examples" / "astronaut.png"))]
     with torch.inference_mode():
         for frame in frames * 2:
-            small, scale = _downscale(frame, detector.max_side)
+            small, scale = downscale(frame, detector.max_side)
             ref = reference.detect_faces(small, conf_threshold=detector.threshold, use_origin_size=True)
             found = np.array([[*face.box, face.score] for face in detector.detect(frame)]).reshape(-1, 5)
             expected = ref[:, :5] / np.array([scale, scale, scale, scale, 1.0])

@@ -1,5 +1,5 @@
 """The face detector registry and the options every command shares: plain data, cheap to import (the CLI builds
-its choices and help from it); the detectors themselves are in ``faces``."""
+its choices and help from it); the detectors themselves are in ``retinaface`` and ``mtcnn``, chosen in ``faces``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import WeightsError
+from ..fileio import sha256_file
 from . import DETECTION_SIDE
 
 DETECTOR_ENV = "GMDF_DETECTOR_WEIGHTS"
@@ -106,3 +108,18 @@ def planned_detector(name: str = "retinaface", weights_dir: str | Path | None = 
     if folder is not None:
         return name, f"weights in {folder}"
     return "mtcnn", f"RetinaFace weights not found: a download is tried first; fix: {retinaface_fix(name)}"
+
+
+def verified_retinaface(name: str, weights_dir: Path) -> tuple[Path, str]:
+    """The RetinaFace weights file of ``name`` in ``weights_dir`` and its sha256, refused (``WeightsError``) when it
+    is not the published file: the check every way of running RetinaFace makes before it loads anything."""
+    filename = RETINAFACE_FILES[name][1]
+    path = weights_dir / filename
+    digest = sha256_file(path)
+    known = DETECTORS[name].sha256
+    if known is not None and digest != known:
+        raise WeightsError(
+            f"{path} is not the published {filename} (sha256 {digest[:16]}..., expected {known[:16]}...): "
+            "refusing to load it"
+        )
+    return path, digest

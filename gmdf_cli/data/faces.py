@@ -1,25 +1,22 @@
-"""Frames -> faces: detection (facexlib's RetinaFace, MTCNN as the offline fallback), square crops around
-each face, linking faces across frames into tracks, and turning crops into model input tensors."""
+"""Frames -> faces: choosing and loading the face detector (RetinaFace in ``retinaface``, MTCNN, the offline
+fallback, in ``mtcnn``), square crops around each face, linking faces across frames into tracks, and turning crops
+into model input. Imports no torch: a compiled scan (``gmdf_cli.runtime``) runs without it."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
-import torch
-from torch import nn
 
-from ..errors import WeightsError
-from ..fileio import sha256_file
 from ..model.config import CLIP_MEAN, CLIP_STD
 from . import DETECTION_SIDE
+from .boxes import Face, downscale, faces_from, nms
 from .detectors import (
     DETECTOR_ENV,
     DETECTORS,
@@ -31,167 +28,29 @@ from .detectors import (
     find_retinaface,
 )
 from .media import jpeg_roundtrip
-from .retinaface import BGR_MEAN, MobileRetinaFace, decode, priors
+
+if TYPE_CHECKING:
+    import torch
 
 CROP_SCALE = 1.3
-__all__ = ["DETECTORS", "DETECTOR_ENV", "RETINAFACE_FILES", "DetectorEntry", "DetectorOptions", "facexlib_weights_dir"]
-
-
-@dataclass(frozen=True)
-class Face:
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in frame pixels
-    score: float  # detector confidence
+__all__ = [
+    "DETECTORS",
+    "DETECTOR_ENV",
+    "RETINAFACE_FILES",
+    "DetectorEntry",
+    "DetectorOptions",
+    "Face",
+    "downscale",
+    "faces_from",
+    "facexlib_weights_dir",
+    "nms",
+]
 
 
 class FaceDetector(Protocol):
     info: dict[str, Any]
 
     def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]: ...
-
-
-def _downscale(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    h, w = frame.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    if scale < 1.0:
-        frame = cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return frame, scale
-
-
-def _box(values: Any, scale: float) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = (float(v) / scale for v in values)
-    return x1, y1, x2, y2
-
-
-NMS_THRESHOLD = 0.4
-"""facexlib's default IoU threshold for RetinaFace's non-maximum suppression."""
-
-
-class RetinaFaceDetector:
-    """facexlib's RetinaFace, run on the frame downscaled to ``max_side`` (faces in forensic footage are large; the
-    detector's cost grows with pixels). frame (H, W, 3) BGR uint8 -> faces in full-frame coordinates."""
-
-    def __init__(
-        self,
-        name: str,
-        weights_dir: Path,
-        max_side: int = DETECTION_SIDE,
-        threshold: float = 0.8,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        filename = RETINAFACE_FILES[name][1]
-        path = weights_dir / filename
-        digest = sha256_file(path)
-        known = DETECTORS[name].sha256
-        if known is not None and digest != known:
-            raise WeightsError(
-                f"{path} is not the published {filename} (sha256 {digest[:16]}..., expected {known[:16]}...): "
-                "refusing to load it"
-            )
-        self.net = _load_retinaface(name, path, device)
-        self.mean = torch.tensor(BGR_MEAN, device=device).view(1, 3, 1, 1)
-        self.max_side = max_side
-        self.threshold = threshold
-        self._anchors: dict[tuple[int, int], torch.Tensor] = {}
-        self.info = {
-            "name": name,
-            "weights": str(path),
-            "sha256": digest,
-            "max_side": max_side,
-            "device": str(device),
-        }
-
-    @torch.inference_mode()
-    def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]:
-        """facexlib's ``detect_faces`` (origin size, NMS 0.4) for the boxes and scores alone, with its anchors made
-        once per frame size: facexlib rebuilds them in a Python loop on every call, 40 % of a 640x480 detection on
-        the CPU and what held a GPU scan near 60 frames/s."""
-        small, scale = _downscale(frame, max_side or self.max_side)
-        h, w = small.shape[:2]
-        net = self.net
-        device = self.mean.device
-        image = torch.from_numpy(small.astype(np.float32).transpose(2, 0, 1)).unsqueeze(0).to(device)
-        loc, conf, _ = net(image - self.mean)
-        boxes = decode(loc.squeeze(0), self._priors(h, w), net.cfg["variance"])
-        boxes = boxes * torch.tensor([w, h, w, h], dtype=torch.float32, device=boxes.device)
-        scores = conf.squeeze(0)[:, 1]
-        kept = scores > self.threshold
-        boxes, scores = boxes[kept].float().cpu(), scores[kept].float().cpu()
-        order = nms(boxes.numpy(), scores.numpy(), NMS_THRESHOLD)
-        return [Face(_box(boxes[i], scale), float(scores[i])) for i in order]
-
-    def _priors(self, height: int, width: int) -> torch.Tensor:
-        """facexlib's anchors (P, 4) for an input of this size, on the network's device, computed once."""
-        key = (height, width)
-        if key not in self._anchors:
-            if len(self._anchors) >= 16:  # frame sizes of a long mixed archive: keep the memory bounded
-                self._anchors.clear()
-            self._anchors[key] = priors(self.net.cfg, height, width).to(self.mean.device)
-        return self._anchors[key]
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    """Non-maximum suppression (OpenCV's): indices of the boxes (N, 4) x1, y1, x2, y2 kept, best score first; a box
-    whose overlap (IoU) with a better kept one exceeds ``iou`` is dropped."""
-    if len(boxes) == 0:
-        return []
-    rects = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).astype(np.float64)
-    return [int(i) for i in np.asarray(cv2.dnn.NMSBoxes(rects.tolist(), scores.tolist(), 0.0, iou)).flatten()]
-
-
-def _load_retinaface(name: str, path: Path, device: torch.device | str) -> Any:
-    """RetinaFace with the file's weights, read by ``torch.load(weights_only=True)`` (facexlib's own loader would
-    unpickle the file): the MobileNet-0.25 network without importing facexlib's package (``retinaface.py``), the
-    ResNet-50 one as facexlib's ``RetinaFace``."""
-    if name == "retinaface":
-        net: nn.Module = MobileRetinaFace()
-    else:
-        from facexlib.detection.retinaface import RetinaFace
-
-        net = RetinaFace(network_name="resnet50", half=False, device=str(device))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        net.load_state_dict(state, strict=True)
-    except (RuntimeError, ValueError, AttributeError, OSError, pickle.UnpicklingError) as exc:
-        raise WeightsError(f"{path} is not a usable {name} weights file ({str(exc).splitlines()[0][:160]})") from None
-    net.train(False)
-    return net.to(device)
-
-
-class MTCNNDetector:
-    """MTCNN from facenet-pytorch, whose weights ship inside the installed package: the detector of last resort
-    when no RetinaFace weights can be found or downloaded."""
-
-    def __init__(
-        self, max_side: int = DETECTION_SIDE, threshold: float = 0.9, device: torch.device | str = "cpu"
-    ) -> None:
-        import facenet_pytorch
-        from facenet_pytorch import MTCNN
-
-        self.net = MTCNN(keep_all=True, device=str(device), min_face_size=40)
-        self.max_side = max_side
-        self.threshold = threshold
-        data = Path(facenet_pytorch.__file__).parent / "data"
-        digest = "+".join(sha256_file(data / f"{n}.pt")[:16] for n in ("pnet", "rnet", "onet"))
-        self.info = {
-            "name": "mtcnn",
-            "weights": str(data),
-            "sha256": digest,
-            "max_side": max_side,
-            "device": str(device),
-        }
-
-    @torch.inference_mode()
-    def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]:
-        small, scale = _downscale(frame, max_side or self.max_side)
-        boxes, probs = self.net.detect(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
-        if boxes is None:
-            return []
-        return [
-            Face(_box(box, scale), float(p))
-            for box, p in zip(boxes, probs, strict=True)
-            if p is not None and p >= self.threshold
-        ]
 
 
 def load_detector(
@@ -204,6 +63,9 @@ def load_detector(
     then facexlib's download. When none works, MTCNN (shipped inside facenet-pytorch) is used instead; the second
     value then says why, once, for the user. ``name`` is ``retinaface`` (MobileNet-0.25, the CPU default),
     ``retinaface-resnet50`` or ``mtcnn``. ``device``: where the detector runs (a resolved torch device)."""
+    from .mtcnn import MTCNNDetector
+    from .retinaface import RetinaFaceDetector
+
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
     if DETECTORS[name].retinaface is None:
@@ -308,12 +170,22 @@ class InputFormat:
         return canonical_face(crop, self.size, self.face_px, self.jpeg)
 
 
+def model_input(crops: list[np.ndarray]) -> np.ndarray:
+    """BGR uint8 crops (N, S, S, 3) -> CLIP-normalised RGB float32 array (N, 3, S, S), without torch (a compiled
+    scan) and bit for bit what :func:`to_model_input` gives. Its memory stays channels-last (a view of the stacked
+    crops), as torch's convolutions have always been given it."""
+    batch = np.stack(crops)[..., ::-1].copy().transpose(0, 3, 1, 2).astype(np.float32)
+    batch /= np.float32(255.0)
+    batch -= np.asarray(CLIP_MEAN, np.float32).reshape(1, 3, 1, 1)
+    batch /= np.asarray(CLIP_STD, np.float32).reshape(1, 3, 1, 1)
+    return batch
+
+
 def to_model_input(crops: list[np.ndarray]) -> torch.Tensor:
     """BGR uint8 crops (N, S, S, 3) -> CLIP-normalised RGB float tensor (N, 3, S, S)."""
-    batch = torch.from_numpy(np.stack(crops)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return batch.sub_(mean).div_(std)
+    import torch
+
+    return torch.from_numpy(model_input(crops))
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

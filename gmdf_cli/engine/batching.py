@@ -1,34 +1,49 @@
-"""The one batch-predict loop: face crops (in memory, or read from a prepared cache) -> P(fake), in batches."""
+"""The one batch-predict loop: face crops (in memory, or read from a prepared cache) -> P(fake), in batches, by
+GM-DF itself (torch) or its compiled graph (``gmdf_cli.runtime``, no torch)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Union
 
 import cv2
 import numpy as np
-import torch
 
-from ..data.cache import Crop
-from ..data.faces import InputFormat, to_model_input
+from ..data.faces import InputFormat, model_input
 from ..errors import UsageError
-from ..model import GMDF
+from ..runtime.compiled import CompiledModel
+
+if TYPE_CHECKING:
+    from ..data.cache import Crop
+    from ..model import GMDF
+
+Scorer = Union["GMDF", CompiledModel]
+"""What the engine scores faces with."""
 
 
-@torch.inference_mode()
-def score_crops(model: GMDF, crops: Sequence[np.ndarray], domain: int = 0, batch_size: int = 64) -> list[float]:
+def score_crops(model: Scorer, crops: Sequence[np.ndarray], domain: int = 0, batch_size: int = 64) -> list[float]:
     """P(fake) of BGR uint8 face crops (N, S, S, 3) under one domain index (0: the wildcard, as deployed), in
     batches of ``batch_size`` on the model's device and dtype. Each crop is first brought to the model's input as
     in training (:class:`InputFormat`, :func:`canonical_face`, with the config's ``face_px`` and ``face_jpeg``)."""
     fmt = InputFormat.of(model.config.vision)
     scores: list[float] = []
     for start in range(0, len(crops), batch_size):
-        chunk = [fmt(c) for c in crops[start : start + batch_size]]
-        scores.extend(model.score(to_model_input(chunk), domain))
+        batch = model_input([fmt(c) for c in crops[start : start + batch_size]])
+        scores.extend(_score(model, batch, domain))
     return scores
 
 
+def _score(model: Scorer, batch: np.ndarray, domain: int) -> list[float]:
+    if isinstance(model, CompiledModel):
+        return model.score(batch, domain)
+    import torch
+
+    with torch.inference_mode():
+        return model.score(torch.from_numpy(batch), domain)
+
+
 def score_cached(
-    model: GMDF, rows: Sequence[Crop], domain: int = 0, batch_size: int = 64
+    model: Scorer, rows: Sequence[Crop], domain: int = 0, batch_size: int = 64
 ) -> tuple[list[Crop], list[float]]:
     """P(fake) of a prepared cache's crops. A crop that cannot be read is left out: returns the rows actually
     scored and their scores, in order."""

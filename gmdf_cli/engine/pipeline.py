@@ -18,10 +18,10 @@ import numpy as np
 from ..data.faces import Face, FaceDetector, Tracker, crop_face
 from ..data.media import Frame, MediaError, MediaItem, OpenedMedia, Sampling, open_media, read_frames
 from ..fileio import sha256_file
-from ..model import GMDF
 from ..report.results import FaceResult, FileResult, FrameResult, MediaInfo, SuspiciousFace, TrackResult
+from ..runtime.compiled import CompiledModel
 from . import rules
-from .batching import score_crops
+from .batching import Scorer, score_crops
 from .keyframes import KeyFrames
 from .provenance import read_provenance
 from .threads import in_order_threads
@@ -121,7 +121,9 @@ class Engine:
     """Runs the pipeline. ``model`` may be None for the detection-only stage (``detect_frames``), ``detector`` None
     when every job brings its own faces."""
 
-    def __init__(self, model: GMDF | None, detector: FaceDetector | None, options: EngineOptions | None = None) -> None:
+    def __init__(
+        self, model: Scorer | None, detector: FaceDetector | None, options: EngineOptions | None = None
+    ) -> None:
         self.model = model
         self.detector = detector
         self.options = options or EngineOptions()
@@ -261,8 +263,7 @@ class Engine:
         on_start(sum(r.frames_requested for _, r, _ in probed))
         threads = self.options.decode_threads
         if threads is None:  # a GPU should wait for nobody; on a CPU threads would only share the same cores
-            on_gpu = self.model is not None and next(self.model.parameters()).device.type != "cpu"
-            threads = DECODE_THREADS_GPU if on_gpu else 0
+            threads = DECODE_THREADS_GPU if _on_gpu(self.model) else 0
         waiting: list[FileResult] = []
         started = 0.0
         try:
@@ -391,3 +392,9 @@ def aggregate(result: FileResult, threshold: float, band: rules.Band | None = No
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}".strip(": ")
+
+
+def _on_gpu(model: Scorer | None) -> bool:
+    if model is None or isinstance(model, CompiledModel):
+        return False
+    return next(model.parameters()).device.type != "cpu"

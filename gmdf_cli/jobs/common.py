@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,11 @@ def warner(console: Console) -> Callable[[str], None]:
     return lambda text: console.print(f"[yellow]warning:[/] {plain(text)}", soft_wrap=True, highlight=False)
 
 
+def noter(console: Console) -> Callable[[str], None]:
+    """What the library parts say of their own work (compiling a model once), one dim line each on ``console``."""
+    return lambda text: console.print(f"[dim]{plain(text)}[/]", soft_wrap=True, highlight=False)
+
+
 def face_detector(options: DetectorOptions, device: torch.device | str, console: Console) -> FaceDetector:
     """The face detector of a job that scores nothing (prepare, synth) or scores its own way (robustness)."""
     from ..data.faces import open_face_detector
@@ -36,21 +42,22 @@ def face_detector(options: DetectorOptions, device: torch.device | str, console:
 
 
 def environment() -> dict[str, Any]:
-    """The versions and machine a result was made with (open_clip's read from its package metadata: importing it
-    takes seconds and a scan of the default model never needs it)."""
+    """The versions and machine a result was made with (open_clip's, and torch's where a compiled scan did not
+    import it, read from package metadata: importing them takes seconds a scan may never need). ``threads``:
+    torch's CPU threads, or OpenCV's where torch is not loaded."""
     from importlib.metadata import version
 
     import cv2
-    import torch
 
+    torch = sys.modules.get("torch")
     return {
         "gmdf": __version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": torch.__version__ if torch is not None else version("torch"),
         "open_clip": version("open_clip_torch"),
         "opencv": cv2.__version__,
         "platform": platform.platform(),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads() if torch is not None else cv2.getNumThreads(),
     }
 
 

@@ -217,7 +217,7 @@ class DomainExperts(nn.Module):
         (down_w, down_b, up_w, up_b), gamma, beta = self._parameters_for(own, gamma, beta)
         hidden = self._hidden(normed, gamma, beta, (down_w, down_b))
         n, r1 = self.num_experts, hidden.shape[-1] + 1
-        g = torch.cat([hidden, hidden.new_ones(*hidden.shape[:-1], 1)], dim=-1)  # (B, L, N, r+1)
+        g = F.pad(hidden, (0, 1), value=1.0)  # (B, L, N, r+1): [h; 1]
         v = torch.cat([up_w, up_b.unsqueeze(-1)], dim=-1).to(g.dtype)  # (N, D, r+1)
         cross = torch.einsum("ida,jdb->iajb", v, v).reshape(n, r1, n * r1)  # V_i^T V_j
         projected = torch.einsum("blia,iak->blik", g, cross).unflatten(-1, (n, r1))  # (B, L, N, N, r+1)

@@ -173,6 +173,8 @@ class ModelInfo:
     """The training record stored in the weights (request, step, epoch, best validation AUC), without the folders
     of the machine that trained it."""
     card: ModelCard | None = None
+    runtime: str = "torch"
+    """What ran the model: ``torch``, or ``opencv-dnn`` (its compiled graph, ``gmdf_cli.runtime``)."""
 
 
 @dataclass

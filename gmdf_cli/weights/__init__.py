@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from .io import FORMAT, export_weights, load_checkpoint, load_weights, read_metadata, save_checkpoint
+    from .header import FORMAT, read_config, read_metadata
+    from .io import export_weights, load_checkpoint, load_weights, save_checkpoint
     from .registry import (
         DEFAULT_HUB_FILENAME,
         DEFAULT_WEIGHTS,
@@ -24,9 +25,8 @@ if TYPE_CHECKING:
     )
 
 _HOME = {
-    **dict.fromkeys(
-        ["FORMAT", "export_weights", "load_checkpoint", "load_weights", "read_metadata", "save_checkpoint"], ".io"
-    ),
+    **dict.fromkeys(["export_weights", "load_checkpoint", "load_weights", "save_checkpoint"], ".io"),
+    **dict.fromkeys(["FORMAT", "read_config", "read_metadata"], ".header"),
     **dict.fromkeys(
         [
             "DEFAULT_HUB_FILENAME",
@@ -54,6 +54,7 @@ __all__ = [
     "export_weights",
     "load_checkpoint",
     "load_weights",
+    "read_config",
     "read_metadata",
     "resolve_weights",
     "save_checkpoint",

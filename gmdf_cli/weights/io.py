@@ -8,19 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..device import PRECISIONS, configure, resolve_device
 from ..errors import WeightsError
 from ..fileio import atomic_path, sha256_file
 from ..model import GMDF, GMDFConfig, build_model
-from ..model.bounds import check_config
 from ..version import __version__
 from .card import read_card, read_decision, read_training
+from .header import FORMAT, read_config, read_metadata
 from .registry import ResolvedWeights, resolve_weights
 
-FORMAT = "gmdf"
 META_BUILD_BYTES = 64 << 20
 """Above this file size a model is built on the meta device before its tensors are assigned in: no memory for
 random weights overwritten at once (a ViT-B's 350 MB). Below it, building them costs less than the meta device's
@@ -58,17 +57,6 @@ def save_checkpoint(
     return target
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise WeightsError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0]})") from None
-    if meta.get("format") != FORMAT or "config" not in meta:
-        raise WeightsError(f"{path} is a safetensors file but not a gmdf checkpoint (no gmdf model config inside)")
-    return meta
-
-
 def load_checkpoint(
     path: str | os.PathLike[str],
     expect: GMDFConfig | None = None,
@@ -83,11 +71,7 @@ def load_checkpoint(
     tokenizer), on the meta device for a large file so no memory is spent on random weights overwritten at once.
     """
     meta = read_metadata(path)
-    try:
-        check_config(meta["config"])  # types and bounds first: nothing is built from an unchecked config
-        cfg = GMDFConfig.from_json(meta["config"])
-    except (ValueError, TypeError, KeyError, RecursionError) as exc:
-        raise WeightsError(f"{path}: unusable model config in metadata ({str(exc)[:200]})") from None
+    cfg = read_config(path, meta)
     if expect is not None and _shape_fields(cfg) != _shape_fields(expect):
         raise WeightsError(
             f"{path} holds a {cfg.name!r} model with domains {list(cfg.domains)}, "

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from rich.console import Console
 
 from ...report.results import FileResult
-from .request import RunInfo, ScanRequest, open_detector
+from .request import RunInfo, ScanRequest, open_detector, use_threads
 from .scanner import Done, Indexed, cam_model, faces_for
 
 
@@ -16,11 +16,8 @@ class LocalScanner:
 
     def __init__(self, request: ScanRequest, console: Console) -> None:
         self.request = request
-        if request.threads:
-            import torch
-
-            torch.set_num_threads(request.threads)
         self.detector = open_detector(request, console)
+        use_threads(request.threads)
         self.info = RunInfo.of(self.detector)
         self.cam = cam_model(request, self.detector)
 

@@ -34,7 +34,7 @@ from ...engine.pipeline import one_line
 from ...errors import EXIT_USAGE, GMDFError, UsageError
 from ...report.results import FileResult
 from ...terminal import plain
-from .request import RunInfo, ScanRequest, open_detector
+from .request import RunInfo, ScanRequest, open_detector, use_threads
 from .scanner import Done, Indexed, cam_model, faces_for
 
 CHUNK_MAX = 8
@@ -57,16 +57,12 @@ def _worker(wid: int, request: ScanRequest, threads: int, inbox: Queue[Any], out
     """One worker: load the detector, say ready (or why not), then scan the chunks it is given until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent()
-    import cv2
-    import torch
-
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
     try:
         detector = open_detector(request, Console(stderr=True), warn=lambda text: outbox.send(("warn", text)))
     except GMDFError as exc:
         outbox.send(("failed", str(exc), exc.exit_code))
         return
+    use_threads(threads)
     outbox.send(("ready", RunInfo.of(detector)))
     try:
         _serve(request, detector, inbox, outbox)

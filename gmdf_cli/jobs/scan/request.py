@@ -3,6 +3,7 @@ the detector opened with the request's settings (in this process, in each worker
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from ...engine.keyframes import DETECT_EVERY
 from ...report.results import DetectorInfo, ModelInfo
 from ...version import __version__
 from ...weights import DEFAULT_WEIGHTS
-from ..common import warner
+from ..common import noter, warner
 
 if TYPE_CHECKING:  # the model and its torch load when a scan starts, after every usage check
     from ...api import Detector
@@ -106,6 +107,20 @@ class RunInfo:
         return cls(detector.model_info(), detector.detector_info(), detector.threshold, band, size)
 
 
+def use_threads(threads: int | None) -> None:
+    """This process's CPU threads (None: the libraries' own choice): OpenCV's (decoding, and a compiled scan's model
+    and face detector) and, where a torch model was loaded, torch's. Called once the detector is open, so that a
+    compiled scan never imports torch for it."""
+    if not threads:
+        return
+    import cv2
+
+    cv2.setNumThreads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
 def open_detector(request: ScanRequest, console: Console, warn: Callable[[str], None] | None = None) -> Detector:
     from ...api import Detector
 
@@ -121,4 +136,6 @@ def open_detector(request: ScanRequest, console: Console, warn: Callable[[str], 
         keep_crops=request.keep_crops(),
         face_detector=request.detector,
         warn=warn or warner(console),
+        compiled=not request.heatmaps,  # Grad-CAM needs the torch model's gradients
+        note=noter(console),
     )

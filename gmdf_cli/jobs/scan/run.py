@@ -15,6 +15,7 @@ from ...errors import EXIT_FAILURE, EXIT_OK, UsageError, interrupt_exit_code
 from ...progress import progress_bar
 from ...report.render import prepare_plots
 from ...report.results import FileResult, ScanReport
+from ...runtime.plan import on_cpu
 from ...terminal import plain
 from ...version import __version__
 from ..common import environment, now
@@ -97,9 +98,12 @@ def run_scan(request: ScanRequest, console: Console) -> ScanOutcome:
             f"scans of up to {REPORT_MAX_FILES} files)",
             soft_wrap=True,
         )
-    from ...device import resolve_device  # torch loads here: every usage check above has passed
+    if on_cpu(request.device):  # cpu, or auto on a machine with no GPU driver: a compiled scan needs no torch
+        request.device = "cpu"
+    else:
+        from ...device import resolve_device  # torch loads here: every usage check above has passed
 
-    request.device = str(resolve_device(request.device))
+        request.device = str(resolve_device(request.device))
     scanner = open_scanner(request, console)
     try:
         return _scan(request, scanner, items, {i.path for i in missing}, keep, found.skipped, console)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ...data.media import MediaItem
 from ...report.render import FaceImages
 from ...report.results import FileResult
+from ...runtime.compiled import CompiledModel
 from .request import RunInfo, ScanRequest
 
 if TYPE_CHECKING:  # the model and its torch load when a scan starts, after every usage check
@@ -67,5 +68,7 @@ def faces_for(model: Any, result: FileResult, faces: int, heatmaps: bool) -> lis
 def cam_model(request: ScanRequest, detector: Detector) -> Any:
     """The model Grad-CAM explains: the detector's, or a float copy when it runs in half precision."""
     if request.heatmaps and request.precision != "fp32":
-        return copy.deepcopy(detector.model).float()
+        model = detector.model
+        assert not isinstance(model, CompiledModel), "a scan with heatmaps runs torch (open_detector)"
+        return copy.deepcopy(model).float()
     return detector.model
