@@ -47,3 +47,9 @@ def interrupt_exit_code(exc: BaseException) -> int | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception as one line: its type and the last line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip(": ")

@@ -111,3 +111,19 @@ def test_a_damaged_graph_is_replaced_and_the_scan_still_right(tmp_path: Path, mo
     again = Detector.from_pretrained(DEFAULT_WEIGHTS, device="cpu", face_detector=detector_options())
     assert isinstance(again.model, CompiledModel) and again.model.path.stat().st_size > 1_000_000
     assert abs(again.scan(ASTRONAUT).score - first.scan(ASTRONAUT).score) <= SCORE_TOLERANCE
+
+
+def test_a_folder_that_cannot_be_written_leaves_the_scan_on_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiling is an optimisation: where the graphs cannot be written the scan goes on with torch, saying why."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GMDF_COMPILED_DIR", str(blocker / "compiled"))
+    notes: list[str] = []
+    detector = Detector.from_pretrained(
+        DEFAULT_WEIGHTS, device="cpu", face_detector=detector_options(), note=notes.append
+    )
+    assert not isinstance(detector.model, CompiledModel)
+    assert any("cannot write compiled graphs" in note for note in notes), notes
+    assert detector.scan(ASTRONAUT).faces_found == 1

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.faces import Face, FaceDetector, Tracker, crop_face
 from ..data.media import Frame, MediaError, MediaItem, OpenedMedia, Sampling, open_media, read_frames
+from ..errors import one_line
 from ..fileio import sha256_file
 from ..report.results import FaceResult, FileResult, FrameResult, MediaInfo, SuspiciousFace, TrackResult
 from ..runtime.compiled import CompiledModel
@@ -387,11 +388,6 @@ def aggregate(result: FileResult, threshold: float, band: rules.Band | None = No
         for t, score in track_scores.items()
     ]
     return result
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}".strip(": ")
 
 
 def _on_gpu(model: Scorer | None) -> bool:

@@ -7,6 +7,7 @@ only the graphs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 
 from ..data.detectors import DetectorOptions, find_retinaface, verified_retinaface
+from ..errors import one_line
 from ..model.config import GMDFConfig
 from ..weights.header import read_config, read_metadata
 from ..weights.registry import ResolvedWeights, resolve_weights
@@ -76,21 +78,35 @@ class Plan:
         return model, faces
 
     def compile(self, model: GMDF, detector_net: Any, note: Callable[[str], None]) -> bool:
-        """Export the loaded torch model and RetinaFace network where their graphs are missing (torch, once)."""
+        """Export the loaded torch model and RetinaFace network where their graphs are missing (torch, once). False,
+        said in a ``note``, where a graph is not made: OpenCV's run of it differs from torch's or torch's exporter
+        fails (both remembered: this model is not compiled again), or the folder cannot be written; the scan then
+        runs torch, as it would without compiling."""
         from .export import compile_model, compile_retinaface
 
-        note(f"compiling {self.weights.name} and RetinaFace for OpenCV, once: later CPU scans start without torch")
         steps = (
             (self.model_graph, lambda: compile_model(model, self.model_graph)),
             (self.detector_graph, lambda: compile_retinaface(detector_net, self.detector_graph)),
         )
-        for graph, make in steps:
-            if graph.is_file():
-                continue
-            if not make():
-                _refusal(graph).parent.mkdir(parents=True, exist_ok=True)
-                _refusal(graph).touch()
-                note(f"{graph.name}: OpenCV's outputs differ from torch's; this scan and the next run torch")
+        missing = [(graph, make) for graph, make in steps if not graph.is_file()]
+        if missing:
+            note(f"compiling {self.weights.name} and RetinaFace for OpenCV, once: later CPU scans start without torch")
+        for graph, make in missing:
+            why = "OpenCV's outputs differ from torch's"
+            try:
+                kept = make()
+            except OSError as exc:
+                note(f"cannot write compiled graphs to {graph.parent} ({exc.strerror or exc}): this scan runs torch")
+                return False
+            except ImportError as exc:  # the onnx package missing: compiling may work once it is installed
+                note(f"cannot compile ({one_line(exc)}): this scan runs torch")
+                return False
+            except Exception as exc:  # an operation torch's exporter or OpenCV cannot take: torch runs this model
+                kept, why = False, f"torch's ONNX exporter failed ({one_line(exc)})"
+            if not kept:
+                with contextlib.suppress(OSError):
+                    _refusal(graph).touch()
+                note(f"{graph.name}: {why}; this model runs torch")
                 return False
         return True
 

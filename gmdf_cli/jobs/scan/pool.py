@@ -30,8 +30,7 @@ from typing import Any
 from rich.console import Console
 
 from ...data.media import MediaItem
-from ...engine.pipeline import one_line
-from ...errors import EXIT_USAGE, GMDFError, UsageError
+from ...errors import EXIT_USAGE, GMDFError, UsageError, one_line
 from ...report.results import FileResult
 from ...terminal import plain
 from .request import RunInfo, ScanRequest, open_detector, use_threads

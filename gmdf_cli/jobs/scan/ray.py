@@ -23,8 +23,8 @@ import numpy as np
 from rich.console import Console
 
 from ...data.media import MediaItem
-from ...engine.pipeline import DetectedFile, Engine, EngineOptions, one_line
-from ...errors import GMDFError, UsageError
+from ...engine.pipeline import DetectedFile, Engine, EngineOptions
+from ...errors import GMDFError, UsageError, one_line
 from ...report.results import FileResult
 from ...report.schema import dumps, from_jsonable
 from .request import RunInfo, ScanRequest, open_detector
