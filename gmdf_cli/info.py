@@ -12,6 +12,7 @@ from typing import Any
 
 from .data.detectors import planned_detector
 from .report.results import WeightsRow
+from .runtime.graphs import cached_graphs, compiled_dir, enabled
 from .version import __version__
 from .weights import SHIPPED_DIR, cached_path, zoo
 
@@ -31,6 +32,7 @@ DEPENDENCIES = (
     "scikit-learn",
     "matplotlib",
     "numpy",
+    "onnx",
 )
 
 
@@ -109,6 +111,7 @@ def system_report(model: str | None = None) -> dict[str, Any]:
         "dependencies": {dist: _version(dist) for dist in DEPENDENCIES},
         "device": _torch_device() if "torch" in sys.modules else _probed_device(),
         "face_detector": detector_report(),
+        "compiled": {"enabled": enabled(), "dir": str(compiled_dir()), "graphs": len(cached_graphs())},
         "weights": {
             "hub_cache": constants.HF_HUB_CACHE,
             "offline": bool(constants.HF_HUB_OFFLINE),
@@ -131,12 +134,15 @@ def system_report(model: str | None = None) -> dict[str, Any]:
 
 def info_rows(report: dict[str, Any]) -> dict[str, str]:
     """The report as the rows of `gmdf info`'s table."""
-    dev, w = report["device"], report["weights"]
+    dev, w, c = report["device"], report["weights"], report["compiled"]
     rows = {
         "python": report["python"],
         "platform": report["platform"],
         "device": f"{dev['type']} ({dev['name']}), {dev['threads']} threads",
         "face detector": f"{report['face_detector']['name']} ({report['face_detector']['why']})",
+        "compiled inference": (
+            f"on for CPU scans, {c['graphs']} graphs in {c['dir']}" if c["enabled"] else "off (GMDF_COMPILED=0)"
+        ),
         **{dist: ver or "missing" for dist, ver in report["dependencies"].items()},
         "hub cache": w["hub_cache"] + (" (offline)" if w["offline"] else ""),
         "shipped weights": w["shipped_dir"],

@@ -127,3 +127,13 @@ def test_a_folder_that_cannot_be_written_leaves_the_scan_on_torch(
     assert not isinstance(detector.model, CompiledModel)
     assert any("cannot write compiled graphs" in note for note in notes), notes
     assert detector.scan(ASTRONAUT).faces_found == 1
+
+
+def test_info_says_whether_cpu_scans_run_compiled_and_where_the_graphs_are(tmp_path: Path) -> None:
+    from .conftest import invoke_gmdf
+
+    (tmp_path / "gmdf-x.onnx").write_bytes(b"graph")
+    on = json.loads(invoke_gmdf("info", "--json", env={"GMDF_COMPILED_DIR": str(tmp_path)}).stdout)["compiled"]
+    assert on == {"enabled": True, "dir": str(tmp_path), "graphs": 1}
+    off = invoke_gmdf("info", env={"GMDF_COMPILED_DIR": str(tmp_path), "GMDF_COMPILED": "0"}).stdout
+    assert "off (GMDF_COMPILED=0)" in off

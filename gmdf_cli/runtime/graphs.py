@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-import cv2
+from typing import Any
 
 from ..version import __version__
 
@@ -24,6 +23,12 @@ def enabled() -> bool:
     return os.environ.get(SWITCH_ENV, "1").strip() != "0"
 
 
+def cached_graphs() -> list[Path]:
+    """The compiled graphs in the folder, of any weights and version."""
+    folder = compiled_dir()
+    return sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+
+
 def compiled_dir() -> Path:
     own = os.environ.get(DIR_ENV)
     if own:
@@ -35,10 +40,14 @@ def compiled_dir() -> Path:
 def graph_path(kind: str, sha256: str) -> Path:
     """The graph of ``kind`` (``gmdf``, ``retinaface``) compiled from the weights file with this sha256 and checked
     with this OpenCV (another OpenCV checks it anew)."""
+    import cv2
+
     return compiled_dir() / f"{kind}-{sha256[:32]}-gmdf{__version__}-f{FORMAT}-opset{OPSET}-cv{cv2.__version__}.onnx"
 
 
-def load_graph(path: Path) -> cv2.dnn.Net:
+def load_graph(path: Path) -> Any:
     """An ONNX graph as OpenCV's network, on the CPU, its default (raises ``cv2.error`` for a file OpenCV cannot
     read)."""
+    import cv2
+
     return cv2.dnn.readNetFromONNX(str(path))
