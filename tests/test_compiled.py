@@ -59,6 +59,8 @@ def test_the_first_cpu_scan_compiles_and_the_next_runs_without_torch(tmp_path: P
     assert torch_way.returncode == 0, torch_way.stderr
     reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in "abc"]
     assert [r["model"]["runtime"] for r in reports] == ["opencv-dnn", "opencv-dnn", "torch"]
+    pages = [(tmp_path / d / "report.html").read_text() for d in "bc"]
+    assert "; run by opencv-dnn</td>" in pages[0] and "; run by torch</td>" in pages[1]  # how it ran, for people
     scores = [r["files"][0]["score"] for r in reports]
     assert scores[0] == scores[1] and abs(scores[1] - scores[2]) <= SCORE_TOLERANCE
 
