@@ -139,3 +139,21 @@ def test_info_says_whether_cpu_scans_run_compiled_and_where_the_graphs_are(tmp_p
     assert on == {"enabled": True, "dir": str(tmp_path), "graphs": 1}
     off = invoke_gmdf("info", env={"GMDF_COMPILED_DIR": str(tmp_path), "GMDF_COMPILED": "0"}).stdout
     assert "off (GMDF_COMPILED=0)" in off
+
+
+def test_ray_and_heatmap_scans_open_the_torch_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's actors and tasks run torch (the report must not say otherwise), and Grad-CAM needs the torch model's
+    gradients: their scans open the torch model where a plain CPU scan of the same settings opens the compiled one."""
+    import io
+
+    from rich.console import Console
+
+    from gmdf_cli.jobs.scan.request import ScanRequest, open_detector
+
+    monkeypatch.setenv("GMDF_COMPILED_DIR", str(tmp_path))
+    quiet = Console(file=io.StringIO())
+    plain = ScanRequest([], detector=detector_options(), device="cpu")
+    assert isinstance(open_detector(plain, quiet).model, CompiledModel)
+    for changed in ({"engine": "ray"}, {"heatmaps": True}):
+        request = ScanRequest([], detector=detector_options(), device="cpu", **changed)  # type: ignore[arg-type]
+        assert not isinstance(open_detector(request, quiet).model, CompiledModel), changed

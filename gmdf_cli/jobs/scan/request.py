@@ -136,6 +136,6 @@ def open_detector(request: ScanRequest, console: Console, warn: Callable[[str], 
         keep_crops=request.keep_crops(),
         face_detector=request.detector,
         warn=warn or warner(console),
-        compiled=not request.heatmaps,  # Grad-CAM needs the torch model's gradients
+        compiled=not request.heatmaps and request.engine == "local",  # Grad-CAM needs gradients; Ray's actors torch
         note=noter(console),
     )
