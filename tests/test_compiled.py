@@ -6,6 +6,8 @@ importing torch, compiled once by the first scan; and it reports what the torch 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +44,7 @@ pytestmark = pytest.mark.skipif(not HAVE_RETINAFACE, reason="needs RetinaFace we
 def scan_cli(out: Path, compiled_dir: Path, code: str | None = None, **env: str) -> subprocess.CompletedProcess:
     args = ["scan", str(ASTRONAUT), "--out", str(out), "--detector-weights", str(DETECTOR_WEIGHTS)]
     command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "gmdf_cli", *args]
-    environ = {**__import__("os").environ, "GMDF_COMPILED_DIR": str(compiled_dir), **env}
+    environ = {**os.environ, "GMDF_COMPILED_DIR": str(compiled_dir), **env}
     return subprocess.run(command, capture_output=True, text=True, env=environ, timeout=600)
 
 
@@ -157,3 +159,19 @@ def test_ray_and_heatmap_scans_open_the_torch_model(tmp_path: Path, monkeypatch:
     for changed in ({"engine": "ray"}, {"heatmaps": True}):
         request = ScanRequest([], detector=detector_options(), device="cpu", **changed)  # type: ignore[arg-type]
         assert not isinstance(open_detector(request, quiet).model, CompiledModel), changed
+
+
+def test_auto_leaves_a_machine_with_a_gpu_driver_to_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--device auto`` runs compiled only where no GPU could be found without torch: an ``nvidia-smi`` on the
+    PATH (how a Windows machine shows its NVIDIA driver) hands the choice back to torch, unless
+    ``CUDA_VISIBLE_DEVICES`` hides every GPU; ``--device cpu`` is the CPU anywhere."""
+    from gmdf_cli.runtime.plan import on_cpu
+
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert not on_cpu("auto") and on_cpu("cpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert on_cpu("auto") == (sys.platform != "darwin" or platform.machine() != "arm64")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,9 +37,11 @@ time is its model's, not torch's start-up)."""
 
 def accelerator_present() -> bool:
     """Whether ``--device auto`` could find a GPU here, judged without importing torch: NVIDIA's or AMD's kernel
-    driver (unless ``CUDA_VISIBLE_DEVICES`` hides every GPU), or Apple silicon (MPS)."""
+    driver, or NVIDIA's ``nvidia-smi`` on the PATH (Windows has no /proc), unless ``CUDA_VISIBLE_DEVICES`` hides
+    every GPU; or Apple silicon (MPS). Where in doubt it says yes: torch then decides."""
     hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
-    gpu = Path("/proc/driver/nvidia/version").exists() or Path("/dev/kfd").exists()
+    drivers = (Path("/proc/driver/nvidia/version"), Path("/dev/kfd"))
+    gpu = any(p.exists() for p in drivers) or shutil.which("nvidia-smi") is not None
     return (gpu and not hidden) or (sys.platform == "darwin" and platform.machine() == "arm64")
 
 
