@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .data.faces import DetectorOptions, FaceDetector, open_face_detector
 from .data.media import MediaItem, Sampling, discover, kind_of
@@ -24,8 +25,11 @@ from .errors import UsageError
 from .report.results import DetectorInfo, FileResult, ModelCard, ModelInfo
 from .runtime import plan as runtime
 from .runtime.compiled import CompiledModel
-from .weights import DEFAULT_WEIGHTS, ResolvedWeights
+from .weights import DEFAULT_WEIGHTS, ResolvedWeights, resolve_weights
 from .weights.card import read_card, read_decision, read_training
+
+if TYPE_CHECKING:
+    from .model import GMDF
 
 
 def _warn(text: str) -> None:
@@ -33,13 +37,13 @@ def _warn(text: str) -> None:
 
 
 def _compiled(
-    plan: runtime.Plan, model: Scorer, faces: FaceDetector, note: Callable[[str], None]
+    plan: runtime.Plan, model: GMDF, faces: FaceDetector, note: Callable[[str], None]
 ) -> tuple[Scorer, FaceDetector]:
     """The first compiled scan: compile the loaded torch model and RetinaFace, then go on with their graphs (the
     torch pair where compiling is refused or the face detector fell back to another kind)."""
     from .data.retinaface import RetinaFaceDetector
 
-    if isinstance(model, CompiledModel) or not isinstance(faces, RetinaFaceDetector):
+    if not isinstance(faces, RetinaFaceDetector):
         return model, faces
     if plan.compile(model, faces.net, note):
         parts = plan.open(faces.max_side)
@@ -95,21 +99,22 @@ class Detector:
         if isinstance(face_detector, str):
             weights_dir = str(detector_weights) if detector_weights is not None else None
             face_detector = DetectorOptions(face_detector, weights_dir)
-        plan = runtime.plan(name_or_path, device, precision, face_detector) if compiled else None
+        resolved = resolve_weights(name_or_path)  # once: resolving hashes the whole file
+        plan = runtime.plan(resolved, device, precision, face_detector) if compiled else None
         parts = plan.open(face_detector.det_size) if plan is not None and plan.ready() else None
         if plan is not None and parts is not None:
             model: Scorer = parts[0]
             faces: FaceDetector = parts[1]
-            resolved, meta = plan.weights, plan.metadata
+            meta = plan.metadata
         else:
             from .device import resolve_device
             from .weights import load_weights
 
             target = resolve_device(device)
-            model, resolved, meta = load_weights(name_or_path, device=target, precision=precision)
-            faces = open_face_detector(face_detector, target, warn)
+            torch_model, _, meta = load_weights(resolved, device=target, precision=precision)
+            model, faces = torch_model, open_face_detector(face_detector, target, warn)
             if plan is not None and not plan.refused():
-                model, faces = _compiled(plan, model, faces, note)
+                model, faces = _compiled(plan, torch_model, faces, note)
         stored, band = read_decision(meta)
         if threshold is not None:  # the band was calibrated around the stored threshold, not around this one
             band = None

@@ -271,7 +271,8 @@ def test_retinaface_with_anchors_made_once_finds_what_facexlib_finds(tmp_path: P
     sizes, with two faces and with one, twice over (the second time from the cache)."""
     from facexlib.detection.retinaface import RetinaFace
 
-    from gmdf_cli.data.faces import downscale, load_detector
+    from gmdf_cli.data.boxes import downscale
+    from gmdf_cli.data.faces import load_detector
 
     detector, _ = load_detector("retinaface", DETECTOR_WEIGHTS)
     reference = RetinaFace(network_name="mobile0.25", half=False, device="cpu")

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..model.config import CLIP_MEAN, CLIP_STD
 from . import DETECTION_SIDE
-from .boxes import Face, downscale, faces_from, nms
+from .boxes import Face
 from .detectors import (
     DETECTOR_ENV,
     DETECTORS,
@@ -40,10 +40,7 @@ __all__ = [
     "DetectorEntry",
     "DetectorOptions",
     "Face",
-    "downscale",
-    "faces_from",
     "facexlib_weights_dir",
-    "nms",
 ]
 
 

@@ -4,6 +4,7 @@ the torch model and detector in the engine. Imports no torch."""
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,6 @@ class CompiledRetinaFace:
         self.max_side = max_side
         self.threshold = threshold
         self.info = info
-        self._anchors: dict[tuple[int, int], np.ndarray] = {}
 
     def detect(self, frame: np.ndarray, max_side: int | None = None) -> list[Face]:
         small, scale = downscale(frame, max_side or self.max_side)
@@ -62,18 +62,16 @@ class CompiledRetinaFace:
         image = (small.astype(np.float32) - np.asarray(BGR_MEAN, np.float32)).transpose(2, 0, 1)[None]
         self.net.setInput(np.ascontiguousarray(image))
         loc, conf = self.net.forward(["loc", "conf"])
-        boxes = decode(loc[0], self._priors(h, w), MOBILENET_CFG["variance"])
+        boxes = decode(loc[0], _anchors(h, w), MOBILENET_CFG["variance"])
         boxes *= np.asarray([w, h, w, h], np.float32)
         return faces_from(boxes, conf[0][:, 1], self.threshold, scale)
-
-    def _priors(self, height: int, width: int) -> np.ndarray:
-        key = (height, width)
-        if key not in self._anchors:
-            if len(self._anchors) >= 16:
-                self._anchors.clear()
-            self._anchors[key] = priors(MOBILENET_CFG, height, width)
-        return self._anchors[key]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CompiledRetinaFace:
         """A copy for another thread: its own network (an OpenCV network keeps per-call state)."""
         return CompiledRetinaFace(self.path, dict(self.info), self.max_side, self.threshold)
+
+
+@functools.lru_cache(maxsize=16)  # frame sizes of a long mixed archive: memory stays bounded
+def _anchors(height: int, width: int) -> np.ndarray:
+    """RetinaFace MobileNet-0.25's anchors for an input of this size, made once (read, never written)."""
+    return priors(MOBILENET_CFG, height, width)

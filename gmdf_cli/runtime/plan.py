@@ -23,7 +23,7 @@ from ..data.detectors import DetectorOptions, find_retinaface, verified_retinafa
 from ..errors import one_line
 from ..model.config import GMDFConfig
 from ..weights.header import read_config, read_metadata
-from ..weights.registry import ResolvedWeights, resolve_weights
+from ..weights.registry import ResolvedWeights
 from .compiled import CompiledModel, CompiledRetinaFace
 from .graphs import enabled, graph_path
 
@@ -118,12 +118,10 @@ def _refusal(graph: Path) -> Path:
     return graph.with_suffix(".refused")
 
 
-def plan(spec: str, device: Any, precision: str, options: DetectorOptions) -> Plan | None:
-    """The compiled plan of a scan, or None where it runs torch (see the module's conditions). Resolving the weights
-    may download them, as the torch way would."""
+def plan(weights: ResolvedWeights, device: Any, precision: str, options: DetectorOptions) -> Plan | None:
+    """The compiled plan of a scan of these weights, or None where it runs torch (see the module's conditions)."""
     if not enabled() or precision != "fp32" or options.name != "retinaface" or not on_cpu(device):
         return None
-    weights = resolve_weights(spec)
     meta = read_metadata(weights.path)
     config = read_config(weights.path, meta)
     if config.vision.kind not in KINDS:
@@ -132,6 +130,5 @@ def plan(spec: str, device: Any, precision: str, options: DetectorOptions) -> Pl
     if folder is None:
         return None
     path, digest = verified_retinaface(options.name, folder)
-    info = {"name": options.name, "weights": str(path), "sha256": digest, "max_side": options.det_size}
-    info["device"] = "cpu"
+    info = {"name": options.name, "weights": str(path), "sha256": digest, "max_side": options.det_size, "device": "cpu"}
     return Plan(weights, meta, config, graph_path("gmdf", weights.sha256), graph_path("retinaface", digest), info)

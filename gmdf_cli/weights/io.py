@@ -128,13 +128,14 @@ def _shape_fields(cfg: GMDFConfig) -> str:
 
 
 def load_weights(
-    spec: str, device: str | torch.device = "cpu", precision: str = "fp32"
+    spec: str | ResolvedWeights, device: str | torch.device = "cpu", precision: str = "fp32"
 ) -> tuple[GMDF, ResolvedWeights, dict[str, str]]:
-    """Resolve a ``--weights`` value and load the model ready for inference (no text tower), with the file's
-    metadata (which may carry a calibrated decision ``threshold``). ``device``: ``auto``, ``cpu``, ``cuda:1``, ...
-    ``precision`` ``bf16``/``fp16`` loads the weights straight into that type: half the memory, and much faster on
-    GPUs and on CPUs with native bf16 (AVX512-BF16, AMX)."""
-    resolved = resolve_weights(spec)
+    """Resolve a ``--weights`` value (or take one resolved already: resolving hashes the whole file) and load the
+    model ready for inference (no text tower), with the file's metadata (which may carry a calibrated decision
+    ``threshold``). ``device``: ``auto``, ``cpu``, ``cuda:1``, ... ``precision`` ``bf16``/``fp16`` loads the weights
+    straight into that type: half the memory, and much faster on GPUs and on CPUs with native bf16 (AVX512-BF16,
+    AMX)."""
+    resolved = spec if isinstance(spec, ResolvedWeights) else resolve_weights(spec)
     target = resolve_device(device)
     configure(target, precision)
     model, meta = load_checkpoint(resolved.path, device=target, inference=True, dtype=PRECISIONS[precision])
