@@ -1,5 +1,5 @@
-"""A checkpoint's header without torch: its metadata and its model config, read and checked (a compiled scan and
-the CLI's early checks read them before, or instead of, loading any tensor)."""
+"""A checkpoint's header without torch: its metadata and its model config, read and checked (a compiled scan reads
+them instead of loading any tensor; ``load_checkpoint`` before it builds the model)."""
 
 from __future__ import annotations
 
